@@ -1,0 +1,271 @@
+"""Leaky integrate-and-fire dynamics over time-major tensors ``[T, B, N]``.
+
+The vector-matrix LIF model of Bondarev ("Training a digital model of a deep spiking neural
+network using backpropagation"), one step ``k`` of a layer with binary input spikes ``b``::
+
+    net[k] = W b[k]                      (synaptic map, all T steps in one matmul)
+    u[k]   = beta * v[k-1] + net[k]      (leaky integration; v[-1] = 0)
+    s[k]   = 1 if u[k] >= threshold else 0
+    v[k]   = u[k] * (1 - s[k])           (reset to zero after a spike)
+
+BPTT replaces ds/du by a surrogate sigma'(u - threshold) and treats the reset as a constant, so
+the gradient with respect to the layer's input current obeys the reverse recurrence::
+
+    d[k] = g[k] * sigma'(u[k] - threshold) + beta * (1 - s[k]) * d[k+1]
+
+where ``g[k] = dL/ds[k]``. The synaptic map's gradients follow: ``dL/dW = sum_k d[k] b[k]^T`` and
+``dL/db[k] = W^T d[k]``.
+
+Three implementations, same numbers:
+  * :func:`lif_step_reference` / :func:`spiking_linear_reference`: a plain per-step loop whose
+    gradients come from autograd (the test oracle);
+  * :func:`spiking_linear` with ``backend="torch"``: the library's own autograd Function with the
+    time loop in PyTorch (CPU or CUDA);
+  * :func:`spiking_linear` with ``backend="numba"``: the same Function with the scans in Numba
+    kernels (CPU default).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from spikeforge.neuron.surrogates import Surrogate, get_surrogate
+
+__all__ = [
+    "lif_scan",
+    "lif_step_reference",
+    "spiking_linear",
+    "spiking_linear_reference",
+    "resolve_backend",
+]
+
+_BACKENDS = ("auto", "torch", "numba")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Pick the concrete backend: ``auto`` is Numba on CPU when importable, PyTorch otherwise."""
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(_BACKENDS)}")
+    if device.type != "cpu":
+        if backend == "numba":
+            raise ValueError("backend 'numba' runs on CPU only; use backend 'torch' on CUDA")
+        return "torch"
+    if backend == "auto":
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            return "torch"
+        return "numba"
+    if backend == "numba":
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            raise ImportError("backend 'numba' needs Numba: pip install numba") from None
+    return backend
+
+
+def lif_scan(
+    current: torch.Tensor, beta: float, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the LIF recurrence over time with no gradient bookkeeping.
+
+    Args:
+        current: input current ``net`` of shape ``[T, ...]``.
+        beta: leak factor (beta in the paper; 0.8187 = exp(-1/5)).
+        threshold: firing threshold ``s``.
+
+    Returns:
+        ``(spikes, membrane)``, both ``[T, ...]``: spikes as the current's dtype (0/1) and the
+        pre-reset membrane ``u[k]`` (what the surrogate is evaluated at; plotted as the trace).
+    """
+    v = torch.zeros_like(current[0])
+    spikes = torch.empty_like(current)
+    membrane = torch.empty_like(current)
+    for k in range(current.shape[0]):
+        u = beta * v + current[k]
+        s = (u >= threshold).to(current.dtype)
+        spikes[k] = s
+        membrane[k] = u
+        v = u * (1 - s)
+    return spikes, membrane
+
+
+class _SurrogateSpike(torch.autograd.Function):
+    """Heaviside forward, surrogate derivative backward (used by the reference loop only)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, surrogate: Surrogate, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.surrogate, ctx.scale = surrogate, scale
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return grad * ctx.surrogate.derivative(x, ctx.scale), None, None
+
+
+def lif_step_reference(
+    current: torch.Tensor,
+    beta: float,
+    threshold: float,
+    surrogate: str = "exp",
+    scale: float | None = None,
+) -> torch.Tensor:
+    """LIF spikes ``[T, ...]`` from current ``[T, ...]`` by a naive per-step loop under autograd.
+
+    The reset multiplies by a detached ``(1 - s)``, matching the library's backward.
+    """
+    sur = get_surrogate(surrogate)
+    scale = sur.default_scale if scale is None else scale
+    v = torch.zeros_like(current[0])
+    out = []
+    for k in range(current.shape[0]):
+        u = beta * v + current[k]
+        s = _SurrogateSpike.apply(u - threshold, sur, scale)
+        out.append(s)
+        v = u * (1 - s.detach())
+    return torch.stack(out)
+
+
+def spiking_linear_reference(
+    spikes_in: torch.Tensor,
+    weight: torch.Tensor,
+    beta: float,
+    threshold: float,
+    surrogate: str = "exp",
+    scale: float | None = None,
+) -> torch.Tensor:
+    """``[T,B,I]`` spikes -> ``[T,B,O]`` spikes, step by step under autograd (test oracle)."""
+    current = torch.stack([spikes_in[k].to(weight.dtype) @ weight.t() for k in range(len(spikes_in))])
+    return lif_step_reference(current, beta, threshold, surrogate, scale)
+
+
+def _as_spike_bytes(x: torch.Tensor, backend: str) -> torch.Tensor:
+    """The 0/1 input as uint8 (what backward keeps); a one-line error if it is not binary."""
+    if x.dtype in (torch.uint8, torch.bool):
+        return x.to(torch.uint8)
+    flat = x.reshape(-1, x.shape[-1]).contiguous()
+    if backend == "numba":
+        from spikeforge.neuron import _numba_kernels as kernels
+
+        out = torch.empty(flat.shape, dtype=torch.uint8)
+        bad = kernels.to_spikes_checked(flat.numpy(), out.numpy())
+    else:
+        out = flat.to(torch.uint8)
+        bad = int((out.to(flat.dtype) != flat).sum())
+    if bad:
+        raise ValueError(
+            f"spiking layers take 0/1 spikes as input, but {bad} input values are neither 0 nor 1; "
+            "encode analog inputs first (spikeforge.data.poisson_encode or latency_encode)"
+        )
+    return out.view(x.shape)
+
+
+class _SpikingLinearFunction(torch.autograd.Function):
+    """Synaptic matmul over all T steps, LIF scan, and the BPTT backward of the module doc.
+
+    Saves only: the input spikes as uint8, the output spikes as uint8, the pre-reset membrane
+    (float, needed by the surrogate) and the weight.
+    """
+
+    @staticmethod
+    def forward(ctx, spikes_in, weight, beta, threshold, surrogate, scale, backend):
+        steps, batch, _ = spikes_in.shape
+        inputs_u8 = _as_spike_bytes(spikes_in, backend)
+        current = inputs_u8.view(steps * batch, -1).to(weight.dtype) @ weight.t()
+        current = current.view(steps, -1)
+        if backend == "numba":
+            from spikeforge.neuron import _numba_kernels as kernels
+
+            spikes_u8 = torch.empty(current.shape, dtype=torch.uint8)
+            membrane = torch.empty_like(current)
+            kernels.lif_forward(current.numpy(), beta, threshold, spikes_u8.numpy(), membrane.numpy())
+            spikes = spikes_u8.to(weight.dtype)
+        else:
+            spikes, membrane = lif_scan(current, beta, threshold)
+            spikes_u8 = spikes.to(torch.uint8)
+        ctx.save_for_backward(inputs_u8, weight, spikes_u8, membrane)
+        ctx.params = (beta, threshold, surrogate, scale, backend)
+        ctx.input_is_float = spikes_in.is_floating_point()
+        return spikes.view(steps, batch, -1)
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        inputs_u8, weight, spikes_u8, membrane = ctx.saved_tensors
+        beta, threshold, surrogate, scale, backend = ctx.params
+        steps, batch, _ = inputs_u8.shape
+        grad_spikes = grad_spikes.reshape(steps, -1).contiguous()
+        if backend == "numba":
+            grad_current = _numba_bptt(grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale)
+        else:
+            grad_current = _torch_bptt(grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale)
+        grad_current = grad_current.view(steps * batch, -1)
+        inputs = inputs_u8.view(steps * batch, -1).to(weight.dtype)
+        grad_weight = grad_current.t() @ inputs if ctx.needs_input_grad[1] else None
+        grad_input = None
+        if ctx.needs_input_grad[0] and ctx.input_is_float:
+            grad_input = (grad_current @ weight).view(steps, batch, -1)
+        return grad_input, grad_weight, None, None, None, None, None
+
+
+def _torch_bptt(grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale):
+    surrogate_grad = surrogate.derivative(membrane - threshold, scale)
+    keep = beta * (1 - spikes_u8.to(membrane.dtype))
+    grad_current = torch.empty_like(grad_spikes)
+    carry = torch.zeros_like(grad_spikes[0])
+    for k in range(grad_spikes.shape[0] - 1, -1, -1):
+        carry = grad_spikes[k] * surrogate_grad[k] + keep[k] * carry
+        grad_current[k] = carry
+    return grad_current
+
+
+def _numba_bptt(grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale):
+    from spikeforge.neuron import _numba_kernels as kernels
+
+    surrogate_grad = torch.empty_like(membrane)
+    kernels.surrogate_fill(membrane.numpy(), threshold, surrogate.code, scale, surrogate_grad.numpy())
+    if surrogate.code == 0:
+        surrogate_grad.exp_()
+    grad_current = torch.empty_like(grad_spikes)
+    kernels.lif_backward(
+        grad_spikes.numpy(), surrogate_grad.numpy(), spikes_u8.numpy(), beta, grad_current.numpy()
+    )
+    return grad_current
+
+
+def spiking_linear(
+    spikes_in: torch.Tensor,
+    weight: torch.Tensor,
+    beta: float,
+    threshold: float,
+    surrogate: str = "exp",
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """One spiking layer over all time steps: ``[T, B, I]`` spikes -> ``[T, B, O]`` spikes.
+
+    Args:
+        spikes_in: 0/1 input spikes ``[T, B, I]`` (uint8, bool or float; float keeps the graph).
+        weight: ``[O, I]`` synaptic matrix W.
+        beta: leak factor.
+        threshold: firing threshold s.
+        surrogate: name in :data:`spikeforge.neuron.SURROGATES`.
+        scale: surrogate slope k (the surrogate's default when None).
+        backend: ``auto``, ``torch`` or ``numba``.
+
+    Returns:
+        Output spikes ``[T, B, O]`` as ``weight.dtype`` (0/1).
+    """
+    if spikes_in.dim() != 3:
+        raise ValueError(f"spikes must be time-major [T, B, N]; got shape {tuple(spikes_in.shape)}")
+    if spikes_in.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"input has {spikes_in.shape[-1]} features but the weight expects {weight.shape[1]}"
+        )
+    sur = get_surrogate(surrogate)
+    scale = sur.default_scale if scale is None else float(scale)
+    backend = resolve_backend(backend, weight.device)
+    return _SpikingLinearFunction.apply(
+        spikes_in.contiguous(), weight, float(beta), float(threshold), sur, scale, backend
+    )

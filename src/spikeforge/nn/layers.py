@@ -1,0 +1,133 @@
+"""``torch.nn.Module`` wrappers around :mod:`spikeforge.neuron`: they hold parameters, the
+functions do the work. All take and return time-major tensors ``[T, B, N]``; no hidden state, so
+nothing ever needs a reset.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from spikeforge.neuron import get_surrogate, lif_scan, spiking_linear
+
+__all__ = ["SpikingLinear", "AccumulatorReadout", "uniform_fan_in_"]
+
+
+def uniform_fan_in_(weight: torch.Tensor) -> torch.Tensor:
+    """Bondarev's initialisation: W ~ U[-sqrt(3/h), sqrt(3/h)] with h the fan-in (variance 1/h)."""
+    bound = math.sqrt(3.0 / weight.shape[1])
+    with torch.no_grad():
+        return weight.uniform_(-bound, bound)
+
+
+class SpikingLinear(nn.Module):
+    """Fully connected LIF layer: ``net = W b``, ``u = beta v + net``, spike at ``u >= threshold``,
+    reset to 0 (Bondarev's vector-matrix model). No bias, as in the paper.
+
+    Args:
+        in_features: I.
+        out_features: O.
+        beta: leak factor per step.
+        threshold: firing threshold s.
+        surrogate: surrogate derivative name (``exp``, ``fast-sigmoid``, ``inverse-square``).
+        surrogate_scale: its slope k (None: the surrogate's default).
+        backend: ``auto``, ``torch`` or ``numba``.
+
+    Shape:
+        input ``[T, B, I]`` of 0/1 spikes (uint8, bool or float) -> output ``[T, B, O]`` float 0/1.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        beta: float,
+        threshold: float,
+        surrogate: str = "exp",
+        surrogate_scale: float | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must lie in [0, 1]; got {beta}")
+        if threshold <= 0.0:
+            raise ValueError(f"threshold must be positive; got {threshold}")
+        get_surrogate(surrogate)
+        self.weight = nn.Parameter(uniform_fan_in_(torch.empty(out_features, in_features)))
+        self.beta = float(beta)
+        self.threshold = float(threshold)
+        self.surrogate = surrogate
+        self.surrogate_scale = surrogate_scale
+        self.backend = backend
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        return spiking_linear(
+            spikes,
+            self.weight,
+            self.beta,
+            self.threshold,
+            self.surrogate,
+            self.surrogate_scale,
+            self.backend,
+        )
+
+    @torch.no_grad()
+    def membrane(self, spikes: torch.Tensor) -> torch.Tensor:
+        """Pre-reset membrane ``u[T, B, O]`` for the given input (for plots)."""
+        current = spikes.to(self.weight.dtype) @ self.weight.t()
+        return lif_scan(current, self.beta, self.threshold)[1]
+
+    def extra_repr(self) -> str:
+        out_features, in_features = self.weight.shape
+        return (
+            f"{in_features} -> {out_features}, beta={self.beta}, threshold={self.threshold:.4g}, "
+            f"surrogate={self.surrogate}"
+        )
+
+
+class AccumulatorReadout(nn.Module):
+    """Non-spiking output layer: ``v[k] = beta v[k-1] + W b[k]``; the class scores are ``v[T-1]``.
+
+    Because it never spikes or resets, ``v[T-1] = W sum_k beta^(T-1-k) b[k]``: the readout sums the
+    spikes over time first and runs one small matmul (softmax cross-entropy on the result).
+    ``beta = 1`` is Bondarev's accumulator.
+
+    Shape:
+        input ``[T, B, I]`` spikes -> scores ``[B, O]``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, beta: float = 1.0) -> None:
+        super().__init__()
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"readout beta must lie in [0, 1]; got {beta}")
+        self.weight = nn.Parameter(uniform_fan_in_(torch.empty(out_features, in_features)))
+        self.beta = float(beta)
+
+    def _time_weights(self, steps: int, like: torch.Tensor) -> torch.Tensor:
+        exponents = torch.arange(steps - 1, -1, -1, device=like.device, dtype=like.dtype)
+        return torch.pow(torch.tensor(self.beta, dtype=like.dtype, device=like.device), exponents)
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        spikes = spikes.to(self.weight.dtype)
+        if self.beta == 1.0:
+            summed = spikes.sum(0)
+        else:
+            summed = torch.einsum("t,tbi->bi", self._time_weights(spikes.shape[0], spikes), spikes)
+        return summed @ self.weight.t()
+
+    @torch.no_grad()
+    def membrane(self, spikes: torch.Tensor) -> torch.Tensor:
+        """Membrane trajectory ``v[T, B, O]`` (Bondarev's figure 3)."""
+        current = spikes.to(self.weight.dtype) @ self.weight.t()
+        v = torch.zeros_like(current[0])
+        out = torch.empty_like(current)
+        for k in range(current.shape[0]):
+            v = self.beta * v + current[k]
+            out[k] = v
+        return out
+
+    def extra_repr(self) -> str:
+        out_features, in_features = self.weight.shape
+        return f"{in_features} -> {out_features}, beta={self.beta} (accumulator)"

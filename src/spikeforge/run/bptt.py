@@ -1,0 +1,368 @@
+"""Training loop for fully connected LIF networks by BPTT (Bondarev's method), readable top to bottom.
+
+Writes into the run directory: ``config.toml``, ``metrics.jsonl`` (one line per epoch),
+``checkpoint.safetensors`` + ``checkpoint.json`` (after every epoch, and on Ctrl-C mid-epoch) and
+``summary.json``. A resumed run replays exactly: model, Adam state, the epoch's sample order and
+both random streams are restored, so it ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from spikeforge.data import latency_encode, poisson_encode
+from spikeforge.data.vision import load_vision
+from spikeforge.nn import SpikingMLP
+from spikeforge.run.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from spikeforge.run.config import ConfigError, RunConfig, config_to_dict, save_config
+
+__all__ = ["TrainingInterrupted", "build_model", "evaluate", "train_bptt", "encode", "load_run_model"]
+
+_EVAL_SEED_OFFSET = 1_000_003
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised after Ctrl-C once the checkpoint is safely written."""
+
+
+def build_model(config: RunConfig) -> SpikingMLP:
+    """The network a config describes (weights drawn from the current torch RNG)."""
+    m = config.model
+    return SpikingMLP(
+        m.layers,
+        m.beta,
+        m.thresholds,
+        surrogate=m.surrogate,
+        surrogate_scale=m.surrogate_scale or None,
+        readout_beta=m.readout_beta,
+        backend=m.backend,
+    )
+
+
+def encode(
+    config: RunConfig, intensities: torch.Tensor, steps: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Intensities ``[B, N]`` -> uint8 spikes ``[T, B, N]`` by the configured encoder."""
+    if config.encode.kind == "latency":
+        return latency_encode(intensities, steps)
+    return poisson_encode(intensities, steps, generator)
+
+
+@torch.no_grad()
+def evaluate(
+    model: SpikingMLP,
+    config: RunConfig,
+    intensities: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    seed: int,
+) -> float:
+    """Test accuracy (0..1) at ``steps`` time steps, with a fixed encoder seed."""
+    generator = torch.Generator().manual_seed(seed)
+    correct = 0
+    batch = config.train.eval_batch_size
+    for start in range(0, len(labels), batch):
+        x = encode(config, intensities[start : start + batch], steps, generator)
+        scores = model(x.to(intensities.device))
+        correct += int((scores.argmax(1) == labels[start : start + batch]).sum())
+    return correct / max(len(labels), 1)
+
+
+@dataclass
+class _Data:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def _load_data(config: RunConfig, device: torch.device) -> _Data:
+    root = config.data.root or None
+    train = load_vision(config.data.name, "train", root=root, limit=config.data.limit)
+    test = load_vision(config.data.name, "test", root=root, limit=config.data.test_limit)
+    inputs = train.flat_intensities().shape[1]
+    if config.model.layers[0] != inputs or config.model.layers[-1] != 10:
+        raise ConfigError(
+            f"{config.data.name} has {inputs} inputs and 10 classes but model.layers is "
+            f"{config.model.layers}; set --set model.layers=[{inputs},...,10]"
+        )
+    return _Data(
+        train.flat_intensities().to(device),
+        train.labels.to(device),
+        test.flat_intensities().to(device),
+        test.labels.to(device),
+    )
+
+
+def _set_threads(threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+
+
+def _rng_state(generator: torch.Generator) -> torch.Tensor:
+    return generator.get_state().clone()
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    tensors, steps = {}, []
+    state = optimizer.state_dict()["state"]
+    for index in sorted(state):
+        entry = state[index]
+        for key, value in entry.items():
+            if key != "step":
+                tensors[f"optim.{index}.{key}"] = value
+        steps.append([index, float(entry["step"])])
+    return tensors, steps
+
+
+def _restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], steps: list
+) -> None:
+    state_dict = optimizer.state_dict()
+    state: dict[int, dict[str, Any]] = {}
+    for index, step in steps:
+        entry: dict[str, Any] = {"step": torch.tensor(step)}
+        prefix = f"optim.{index}."
+        for name, value in tensors.items():
+            if name.startswith(prefix):
+                entry[name[len(prefix) :]] = value
+        state[int(index)] = entry
+    state_dict["state"] = state
+    optimizer.load_state_dict(state_dict)
+
+
+@dataclass
+class _Progress:
+    """Where training stands: what a checkpoint must carry to replay the rest exactly."""
+
+    epoch: int = 0  # epochs fully done
+    batch: int = 0  # batches done inside the current epoch
+    train_seconds: float = 0.0
+    train_samples: int = 0
+    epoch_seconds: float = 0.0
+    epoch_loss: float = 0.0
+    epoch_correct: int = 0
+    epoch_seen: int = 0
+
+
+def _save(
+    out: Path,
+    model: SpikingMLP,
+    optimizer: torch.optim.Optimizer,
+    progress: _Progress,
+    rngs: dict[str, torch.Generator],
+    order: torch.Tensor | None,
+) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim_tensors, optim_steps = _optimizer_tensors(optimizer)
+    tensors.update(optim_tensors)
+    tensors.update({f"rng.{name}": _rng_state(g) for name, g in rngs.items()})
+    if order is not None:
+        tensors["order"] = order.cpu()
+    meta = {"progress": vars(progress), "optimizer_steps": optim_steps, "complete": order is None}
+    save_checkpoint(out, tensors, meta)
+
+
+def load_run_model(run_dir: Path, config: RunConfig) -> SpikingMLP:
+    """The model saved in a run directory's checkpoint."""
+    tensors, _ = load_checkpoint(run_dir)
+    model = build_model(config)
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    return model
+
+
+def _append_metrics(out: Path, record: dict[str, Any]) -> None:
+    with open(out / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(out: Path, epochs_done: int) -> None:
+    """Drop metric lines of epochs after the checkpoint (a run killed between the two writes)."""
+    path = out / "metrics.jsonl"
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= epochs_done]
+        atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+def train_bptt(
+    config: RunConfig,
+    out: Path,
+    resume: bool = False,
+    on_batch: Callable[[int, int, float], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train, evaluate each epoch, checkpoint; return the summary (also in ``summary.json``).
+
+    Args:
+        config: validated run config (method ``bptt``).
+        out: run directory (created).
+        resume: continue from ``out``'s checkpoint.
+        on_batch: called as ``on_batch(epoch, batch, loss)`` after each optimiser step.
+        log: where one-line messages go.
+    """
+    out = Path(out)
+    has_checkpoint = (out / "checkpoint.safetensors").exists()
+    if has_checkpoint and not resume:
+        raise ConfigError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if resume and not has_checkpoint:
+        raise ConfigError(f"nothing to resume in {out}: no checkpoint.safetensors")
+    out.mkdir(parents=True, exist_ok=True)
+    _set_threads(config.train.threads)
+    device = torch.device(config.train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA device is available; use --set train.device=cpu")
+    data = _load_data(config, device)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.train.lr, betas=(config.train.adam_beta1, config.train.adam_beta2)
+    )
+    rngs = {
+        "shuffle": torch.Generator().manual_seed(config.seed),
+        "encode": torch.Generator().manual_seed(config.seed + 1),
+    }
+    progress = _Progress()
+    order: torch.Tensor | None = None
+    if resume:
+        tensors, meta = load_checkpoint(out)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        _restore_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta["optimizer_steps"])
+        for name, generator in rngs.items():
+            generator.set_state(tensors[f"rng.{name}"])
+        progress = _Progress(**meta["progress"])
+        order = tensors.get("order")
+        _truncate_metrics(out, progress.epoch)
+        log(f"resuming {out} at epoch {progress.epoch + 1}, batch {progress.batch}")
+    else:
+        (out / "metrics.jsonl").write_text("")
+    save_config(config, out / "config.toml")
+
+    n_train = len(data.train_y)
+    batch_size = config.train.batch_size
+    batches = math.ceil(n_train / batch_size)
+    for epoch in range(progress.epoch + 1, config.train.epochs + 1):
+        if order is None:
+            order = torch.randperm(n_train, generator=rngs["shuffle"])
+        bar = tqdm(
+            total=batches,
+            initial=progress.batch,
+            desc=f"epoch {epoch}/{config.train.epochs}",
+            disable=not config.train.progress,
+            leave=False,
+            unit="batch",
+        )
+        model.train()
+        try:
+            for b in range(progress.batch, batches):
+                started = time.perf_counter()
+                index = order[b * batch_size : (b + 1) * batch_size].to(device)
+                spikes = encode(config, data.train_x[index], config.encode.steps, rngs["encode"])
+                scores = model(spikes.to(device))
+                loss = F.cross_entropy(scores, data.train_y[index])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss became {loss.item()} at epoch {epoch}, batch {b}; lower train.lr"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                elapsed = time.perf_counter() - started
+                progress.batch = b + 1
+                progress.epoch_seconds += elapsed
+                progress.epoch_loss += loss.item() * len(index)
+                progress.epoch_correct += int((scores.argmax(1) == data.train_y[index]).sum())
+                progress.epoch_seen += len(index)
+                bar.update(1)
+                if b % 20 == 0:
+                    bar.set_postfix(
+                        loss=f"{progress.epoch_loss / progress.epoch_seen:.4f}",
+                        acc=f"{progress.epoch_correct / progress.epoch_seen:.4f}",
+                    )
+                if on_batch is not None:
+                    on_batch(epoch, b, loss.item())
+        except KeyboardInterrupt:
+            bar.close()
+            _save(out, model, optimizer, progress, rngs, order)
+            raise TrainingInterrupted(
+                f"interrupted at epoch {epoch}, batch {progress.batch}; checkpoint saved in {out}; "
+                f"continue with: spikeforge train {out / 'config.toml'} --out {out} --resume"
+            ) from None
+        bar.close()
+
+        model.eval()
+        eval_started = time.perf_counter()
+        test_accuracy = evaluate(
+            model, config, data.test_x, data.test_y, config.encode.test_steps, config.seed + _EVAL_SEED_OFFSET
+        )
+        record = {
+            "epoch": epoch,
+            "train_loss": progress.epoch_loss / progress.epoch_seen,
+            "train_accuracy": progress.epoch_correct / progress.epoch_seen,
+            "test_accuracy": test_accuracy,
+            "test_steps": config.encode.test_steps,
+            "epoch_seconds": progress.epoch_seconds,
+            "eval_seconds": time.perf_counter() - eval_started,
+            "samples_per_second": progress.epoch_seen / progress.epoch_seconds,
+        }
+        log(
+            f"epoch {epoch}: loss {record['train_loss']:.4f}  train {record['train_accuracy']:.4f}  "
+            f"test {test_accuracy:.4f}  {record['samples_per_second']:.0f} samples/s"
+        )
+        progress = _Progress(
+            epoch=epoch,
+            train_seconds=progress.train_seconds + progress.epoch_seconds,
+            train_samples=progress.train_samples + progress.epoch_seen,
+        )
+        order = None
+        _append_metrics(out, record)
+        _save(out, model, optimizer, progress, rngs, None)
+
+    metrics = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    summary = {
+        "method": config.method,
+        "dataset": config.data.name,
+        "epochs": progress.epoch,
+        "test_accuracy": metrics[-1]["test_accuracy"] if metrics else float("nan"),
+        "best_test_accuracy": max((m["test_accuracy"] for m in metrics), default=float("nan")),
+        "final_train_accuracy": metrics[-1]["train_accuracy"] if metrics else float("nan"),
+        "test_steps": config.encode.test_steps,
+        "train_seconds": progress.train_seconds,
+        "train_samples": progress.train_samples,
+        "samples_per_second": progress.train_samples / max(progress.train_seconds, 1e-9),
+        "machine": f"{platform.machine()} {_cpu_name()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "config": config_to_dict(config),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"

@@ -1,0 +1,265 @@
+"""Typed experiment configuration: dataclasses validated on load, TOML in, TOML out.
+
+A run is described by a TOML file (presets in ``configs/``) plus ``--set section.key=value``
+overrides, each checked against the field's type. Unknown keys are errors that list the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import tomli_w
+
+from spikeforge.neuron import surrogate_names
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EncodeConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "RunConfig",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+    "save_config",
+    "config_to_dict",
+]
+
+METHODS = ("bptt",)
+DATASETS = ("mnist", "fashion-mnist", "digits")
+ENCODERS = ("poisson", "latency")
+BACKENDS = ("auto", "torch", "numba")
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message says which and what is allowed."""
+
+
+@dataclass
+class DataConfig:
+    """``[data]``: which dataset, and how much of its training split."""
+
+    name: str = "mnist"
+    limit: int = 0  # first N training samples; 0 = all
+    test_limit: int = 0  # first N test samples; 0 = all
+    root: str = ""  # dataset cache directory; "" = $SPIKEFORGE_DATA or ~/.cache/spikeforge
+
+
+@dataclass
+class EncodeConfig:
+    """``[encode]``: intensities -> spikes."""
+
+    kind: str = "poisson"
+    steps: int = 20  # time steps T in training
+    test_steps: int = 5  # time steps in evaluation
+
+
+@dataclass
+class ModelConfig:
+    """``[model]``: the fully connected LIF network (Bondarev's vector-matrix model)."""
+
+    layers: list[int] = field(default_factory=lambda: [784, 300, 300, 10])
+    beta: float = 0.8187  # leak per step, exp(-1/5)
+    thresholds: list[float] = field(default_factory=lambda: [0.5, 0.3])
+    surrogate: str = "exp"
+    surrogate_scale: float = 0.0  # 0 = the surrogate's default slope
+    readout_beta: float = 1.0  # 1 = pure accumulator
+    backend: str = "auto"
+
+
+@dataclass
+class TrainConfig:
+    """``[train]``: optimisation (Adam) and run settings."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    eval_batch_size: int = 256
+    threads: int = 0  # torch/numba threads; 0 = all cores
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    """A whole experiment."""
+
+    method: str = "bptt"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        """Check every value; raise ConfigError naming the key, the value and what is allowed."""
+        _one_of("method", self.method, METHODS)
+        _one_of("data.name", self.data.name, DATASETS)
+        _one_of("encode.kind", self.encode.kind, ENCODERS)
+        _one_of("model.surrogate", self.model.surrogate, surrogate_names())
+        _one_of("model.backend", self.model.backend, BACKENDS)
+        for key, value in (
+            ("data.limit", self.data.limit),
+            ("data.test_limit", self.data.test_limit),
+            ("train.threads", self.train.threads),
+            ("model.surrogate_scale", self.model.surrogate_scale),
+        ):
+            _at_least(key, value, 0)
+        for key, value in (
+            ("encode.steps", self.encode.steps),
+            ("encode.test_steps", self.encode.test_steps),
+            ("train.epochs", self.train.epochs),
+            ("train.batch_size", self.train.batch_size),
+            ("train.eval_batch_size", self.train.eval_batch_size),
+        ):
+            _at_least(key, value, 1)
+        if not self.train.lr > 0:
+            raise ConfigError(f"train.lr must be positive; got {self.train.lr}")
+        for key in ("adam_beta1", "adam_beta2"):
+            value = getattr(self.train, key)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"train.{key} must lie in [0, 1); got {value}")
+        for key, value in (("model.beta", self.model.beta), ("model.readout_beta", self.model.readout_beta)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{key} must lie in [0, 1]; got {value}")
+        layers = self.model.layers
+        if len(layers) < 3 or any(n < 1 for n in layers):
+            raise ConfigError(
+                f"model.layers needs input, at least one hidden and an output width; got {layers}"
+            )
+        if len(self.model.thresholds) != len(layers) - 2:
+            raise ConfigError(
+                f"model.thresholds needs one value per hidden layer ({len(layers) - 2}); "
+                f"got {self.model.thresholds}"
+            )
+        if any(not t > 0 for t in self.model.thresholds):
+            raise ConfigError(f"model.thresholds must be positive; got {self.model.thresholds}")
+        if self.train.device not in ("cpu", "cuda") and not self.train.device.startswith("cuda:"):
+            raise ConfigError(f"train.device must be cpu, cuda or cuda:N; got {self.train.device!r}")
+        return self
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} = {value!r} is not valid; choose one of: {', '.join(allowed)}")
+
+
+def _at_least(key: str, value: float, low: float) -> None:
+    if value != value or value < low:  # NaN or too small
+        raise ConfigError(f"{key} must be at least {low}; got {value}")
+
+
+
+
+def _section_classes() -> dict[str, type]:
+    hints = get_type_hints(RunConfig)
+    return {name: hints[name] for name in ("data", "encode", "model", "train")}
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Check ``value`` against the field type ``kind`` (int, float, bool, str, list[int|float])."""
+    origin = getattr(kind, "__origin__", None)
+    if origin is list:
+        (item,) = kind.__args__
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list of {item.__name__}; got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false; got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer; got {value!r}")
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number; got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string; got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {kind}")
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Build and validate a RunConfig from a nested dict (as TOML gives it)."""
+    sections = _section_classes()
+    top_hints = get_type_hints(RunConfig)
+    config = RunConfig()
+    for key, value in raw.items():
+        if key in sections:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table")
+            section = getattr(config, key)
+            hints = get_type_hints(type(section))
+            for sub, sub_value in value.items():
+                if sub not in hints:
+                    raise ConfigError(
+                        f"unknown key {key}.{sub}; valid keys in [{key}]: {', '.join(hints)}"
+                    )
+                setattr(section, sub, _coerce(f"{key}.{sub}", sub_value, hints[sub]))
+        elif key in top_hints:
+            setattr(config, key, _coerce(key, value, top_hints[key]))
+        else:
+            valid = [k for k in top_hints if k not in sections] + [f"[{s}]" for s in sections]
+            raise ConfigError(f"unknown key {key!r}; valid top-level keys: {', '.join(valid)}")
+    return config.validate()
+
+
+def _parse_value(text: str) -> Any:
+    """Parse the right side of ``--set key=value`` as a TOML value; bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a raw config dict (types are checked later)."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value; got {item!r}")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if len(parts) == 1:
+            raw[parts[0]] = _parse_value(text.strip())
+        elif len(parts) == 2:
+            raw.setdefault(parts[0], {})
+            if not isinstance(raw[parts[0]], dict):
+                raise ConfigError(f"--set {dotted}: {parts[0]} is not a section")
+            raw[parts[0]][parts[1]] = _parse_value(text.strip())
+        else:
+            raise ConfigError(f"--set expects section.key=value; got {item!r}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a TOML config, apply ``--set`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; presets are in configs/")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """The fully resolved config as a nested dict."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the fully resolved config as TOML."""
+    Path(path).write_text(tomli_w.dumps(config_to_dict(config)))
