@@ -1,10 +1,10 @@
 """``spikeforge`` command line: each subcommand builds its inputs and calls one public function.
 
-    spikeforge data fetch NAME [--root DIR] [--from DIR]
-    spikeforge data check NAME [--root DIR]
-    spikeforge train CONFIG.toml [--set key=value ...] [--out DIR] [--resume]
-    spikeforge eval DIR [--steps T]
-    spikeforge plot DIR
+spikeforge data fetch NAME [--root DIR] [--from DIR]
+spikeforge data check NAME [--root DIR]
+spikeforge train CONFIG.toml [--set key=value ...] [--out DIR] [--resume]
+spikeforge eval DIR [--steps T]
+spikeforge plot DIR
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ def _data(args: argparse.Namespace) -> int:
     if args.action == "fetch":
         started = time.perf_counter()
         report = fetch(args.name, root=args.root, source_dir=args.source_dir)
-        print(f"{args.name}: ready in {report.directory} (source: {report.source}, "
-              f"{time.perf_counter() - started:.1f} s)")
+        print(
+            f"{args.name}: ready in {report.directory} (source: {report.source}, "
+            f"{time.perf_counter() - started:.1f} s)"
+        )
         return 0
     problems = check(args.name, root=args.root)
     if problems:
@@ -74,25 +76,36 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["fetch", "check"])
     data.add_argument("name", help="mnist or fashion-mnist")
     data.add_argument("--root", default=None, help="cache directory (default ~/.cache/spikeforge)")
-    data.add_argument("--from", dest="source_dir", default=None, help="a directory holding the files")
+    data.add_argument(
+        "--from", dest="source_dir", default=None, help="a directory holding the files"
+    )
     data.set_defaults(func=_data)
 
     train = sub.add_parser("train", help="train what a config describes")
     train.add_argument("config", help="a TOML file, e.g. configs/bondarev-mnist.toml")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set train.epochs=1")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=1",
+    )
     train.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("eval", help="re-evaluate a saved run on the test set")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--steps", type=int, default=None, help="time steps T (default: the config's)")
+    evaluate.add_argument(
+        "--steps", type=int, default=None, help="time steps T (default: the config's)"
+    )
     evaluate.set_defaults(func=_eval)
 
     plot = sub.add_parser("plot", help="draw a run's figures as PNG files")
     plot.add_argument("run_dir")
-    plot.add_argument("--max-steps", type=int, default=20, help="largest T in the accuracy-vs-T plot")
+    plot.add_argument(
+        "--max-steps", type=int, default=20, help="largest T in the accuracy-vs-T plot"
+    )
     plot.set_defaults(func=_plot)
     return parser
 

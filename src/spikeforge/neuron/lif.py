@@ -137,7 +137,9 @@ def spiking_linear_reference(
     scale: float | None = None,
 ) -> torch.Tensor:
     """``[T,B,I]`` spikes -> ``[T,B,O]`` spikes, step by step under autograd (test oracle)."""
-    current = torch.stack([spikes_in[k].to(weight.dtype) @ weight.t() for k in range(len(spikes_in))])
+    current = torch.stack(
+        [spikes_in[k].to(weight.dtype) @ weight.t() for k in range(len(spikes_in))]
+    )
     return lif_step_reference(current, beta, threshold, surrogate, scale)
 
 
@@ -180,7 +182,9 @@ class _SpikingLinearFunction(torch.autograd.Function):
 
             spikes_u8 = torch.empty(current.shape, dtype=torch.uint8)
             membrane = torch.empty_like(current)
-            kernels.lif_forward(current.numpy(), beta, threshold, spikes_u8.numpy(), membrane.numpy())
+            kernels.lif_forward(
+                current.numpy(), beta, threshold, spikes_u8.numpy(), membrane.numpy()
+            )
             spikes = spikes_u8.to(weight.dtype)
         else:
             spikes, membrane = lif_scan(current, beta, threshold)
@@ -197,9 +201,13 @@ class _SpikingLinearFunction(torch.autograd.Function):
         steps, batch, _ = inputs_u8.shape
         grad_spikes = grad_spikes.reshape(steps, -1).contiguous()
         if backend == "numba":
-            grad_current = _numba_bptt(grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale)
+            grad_current = _numba_bptt(
+                grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale
+            )
         else:
-            grad_current = _torch_bptt(grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale)
+            grad_current = _torch_bptt(
+                grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale
+            )
         grad_current = grad_current.view(steps * batch, -1)
         inputs = inputs_u8.view(steps * batch, -1).to(weight.dtype)
         grad_weight = grad_current.t() @ inputs if ctx.needs_input_grad[1] else None
@@ -224,7 +232,9 @@ def _numba_bptt(grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, sc
     from spikeforge.neuron import _numba_kernels as kernels
 
     surrogate_grad = torch.empty_like(membrane)
-    kernels.surrogate_fill(membrane.numpy(), threshold, surrogate.code, scale, surrogate_grad.numpy())
+    kernels.surrogate_fill(
+        membrane.numpy(), threshold, surrogate.code, scale, surrogate_grad.numpy()
+    )
     if surrogate.code == 0:
         surrogate_grad.exp_()
     grad_current = torch.empty_like(grad_spikes)

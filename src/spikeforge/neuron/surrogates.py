@@ -54,9 +54,9 @@ def _exp_derivative(x: torch.Tensor, k: float) -> torch.Tensor:
 
 
 def _exp_primitive(x: torch.Tensor, k: float) -> torch.Tensor:
-    # F(x) = e^{kx}/(2k) for x < 0 and 1/k - e^{-kx}/(2k) for x >= 0: C^1, F' = e^{-k|x|}.
-    neg = torch.exp(k * x.clamp(max=0.0)) / (2 * k)
-    pos = 1.0 / k - torch.exp(-k * x.clamp(min=0.0)) / (2 * k)
+    # F(x) = e^{kx}/k for x < 0 and 2/k - e^{-kx}/k for x >= 0: C^1, F' = e^{-k|x|}.
+    neg = torch.exp(k * x.clamp(max=0.0)) / k
+    pos = 2.0 / k - torch.exp(-k * x.clamp(min=0.0)) / k
     return torch.where(x < 0, neg, pos)
 
 

@@ -27,7 +27,14 @@ from spikeforge.nn import SpikingMLP
 from spikeforge.run.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from spikeforge.run.config import ConfigError, RunConfig, config_to_dict, save_config
 
-__all__ = ["TrainingInterrupted", "build_model", "evaluate", "train_bptt", "encode", "load_run_model"]
+__all__ = [
+    "TrainingInterrupted",
+    "build_model",
+    "evaluate",
+    "train_bptt",
+    "encode",
+    "load_run_model",
+]
 
 _EVAL_SEED_OFFSET = 1_000_003
 
@@ -184,7 +191,9 @@ def load_run_model(run_dir: Path, config: RunConfig) -> SpikingMLP:
     """The model saved in a run directory's checkpoint."""
     tensors, _ = load_checkpoint(run_dir)
     model = build_model(config)
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict(
+        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    )
     return model
 
 
@@ -230,13 +239,17 @@ def train_bptt(
     _set_threads(config.train.threads)
     device = torch.device(config.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but no CUDA device is available; use --set train.device=cpu")
+        raise ConfigError(
+            "train.device is cuda but no CUDA device is available; use --set train.device=cpu"
+        )
     data = _load_data(config, device)
 
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.train.lr, betas=(config.train.adam_beta1, config.train.adam_beta2)
+        model.parameters(),
+        lr=config.train.lr,
+        betas=(config.train.adam_beta1, config.train.adam_beta2),
     )
     rngs = {
         "shuffle": torch.Generator().manual_seed(config.seed),
@@ -247,7 +260,9 @@ def train_bptt(
     if resume:
         tensors, meta = load_checkpoint(out)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        _restore_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta["optimizer_steps"])
+        _restore_optimizer(
+            optimizer, {k: v.to(device) for k, v in tensors.items()}, meta["optimizer_steps"]
+        )
         for name, generator in rngs.items():
             generator.set_state(tensors[f"rng.{name}"])
         progress = _Progress(**meta["progress"])
@@ -313,7 +328,12 @@ def train_bptt(
         model.eval()
         eval_started = time.perf_counter()
         test_accuracy = evaluate(
-            model, config, data.test_x, data.test_y, config.encode.test_steps, config.seed + _EVAL_SEED_OFFSET
+            model,
+            config,
+            data.test_x,
+            data.test_y,
+            config.encode.test_steps,
+            config.seed + _EVAL_SEED_OFFSET,
         )
         record = {
             "epoch": epoch,
@@ -338,7 +358,9 @@ def train_bptt(
         _append_metrics(out, record)
         _save(out, model, optimizer, progress, rngs, None)
 
-    metrics = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    metrics = [
+        json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()
+    ]
     summary = {
         "method": config.method,
         "dataset": config.data.name,

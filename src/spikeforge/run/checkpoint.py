@@ -43,7 +43,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def save_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_checkpoint(
+    directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
     """Atomically write ``tensors`` and the JSON-serialisable ``meta`` into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -126,7 +126,10 @@ class RunConfig:
             value = getattr(self.train, key)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"train.{key} must lie in [0, 1); got {value}")
-        for key, value in (("model.beta", self.model.beta), ("model.readout_beta", self.model.readout_beta)):
+        for key, value in (
+            ("model.beta", self.model.beta),
+            ("model.readout_beta", self.model.readout_beta),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{key} must lie in [0, 1]; got {value}")
         layers = self.model.layers
@@ -142,7 +145,9 @@ class RunConfig:
         if any(not t > 0 for t in self.model.thresholds):
             raise ConfigError(f"model.thresholds must be positive; got {self.model.thresholds}")
         if self.train.device not in ("cpu", "cuda") and not self.train.device.startswith("cuda:"):
-            raise ConfigError(f"train.device must be cpu, cuda or cuda:N; got {self.train.device!r}")
+            raise ConfigError(
+                f"train.device must be cpu, cuda or cuda:N; got {self.train.device!r}"
+            )
         return self
 
 
@@ -154,8 +159,6 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
 def _at_least(key: str, value: float, low: float) -> None:
     if value != value or value < low:  # NaN or too small
         raise ConfigError(f"{key} must be at least {low}; got {value}")
-
-
 
 
 def _section_classes() -> dict[str, type]:
