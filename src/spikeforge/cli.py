@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 
 def _data(args: argparse.Namespace) -> int:
-    from spikeforge.data import check, fetch
+    from spikeforge.data import DataError, check, default_root, fetch
 
     if args.action == "fetch":
         started = time.perf_counter()
@@ -30,6 +30,11 @@ def _data(args: argparse.Namespace) -> int:
         )
         return 0
     problems = check(args.name, root=args.root)
+    cache = default_root(args.root) / args.name
+    if problems and not cache.is_dir():
+        raise DataError(
+            f"{args.name} is not in the cache {cache}; run `spikeforge data fetch {args.name}`"
+        )
     if problems:
         for problem in problems:
             print(problem)

@@ -25,7 +25,13 @@ from spikeforge.data import latency_encode, poisson_encode
 from spikeforge.data.vision import load_vision
 from spikeforge.nn import SpikingMLP
 from spikeforge.run.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from spikeforge.run.config import ConfigError, RunConfig, config_to_dict, save_config
+from spikeforge.run.config import (
+    ConfigError,
+    RunConfig,
+    config_to_dict,
+    load_config,
+    save_config,
+)
 
 __all__ = [
     "TrainingInterrupted",
@@ -197,6 +203,45 @@ def load_run_model(run_dir: Path, config: RunConfig) -> SpikingMLP:
     return model
 
 
+def _scheduler(
+    optimizer: torch.optim.Optimizer, config: RunConfig, batches: int, done: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-batch learning-rate factor: 1 (constant) or a cosine from 1 to 0 over all batches."""
+    total = max(config.train.epochs * batches, 1)
+    if config.train.lr_schedule == "cosine":
+
+        def factor(step: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    else:
+
+        def factor(step: int) -> float:
+            return 1.0
+
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=done - 1)
+
+
+def _check_resumable(saved: RunConfig, requested: RunConfig) -> None:
+    """A resumed run must be the same experiment; only epochs, threads and progress may change."""
+    ignore = {("train", "epochs"), ("train", "threads"), ("train", "progress")}
+    saved_dict, requested_dict = config_to_dict(saved), config_to_dict(requested)
+    for section, values in requested_dict.items():
+        if not isinstance(values, dict):
+            if values != saved_dict[section]:
+                raise ConfigError(
+                    f"cannot resume: {section} was {saved_dict[section]!r}, now {values!r}; "
+                    "resume with the run's own config.toml"
+                )
+            continue
+        for key, value in values.items():
+            if (section, key) not in ignore and value != saved_dict[section][key]:
+                raise ConfigError(
+                    f"cannot resume: {section}.{key} was {saved_dict[section][key]!r}, now "
+                    f"{value!r}; resume with the run's own config.toml"
+                )
+
+
 def _append_metrics(out: Path, record: dict[str, Any]) -> None:
     with open(out / "metrics.jsonl", "a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -251,6 +296,9 @@ def train_bptt(
         lr=config.train.lr,
         betas=(config.train.adam_beta1, config.train.adam_beta2),
     )
+    n_train = len(data.train_y)
+    batches = math.ceil(n_train / config.train.batch_size)
+    scheduler = _scheduler(optimizer, config, batches)
     rngs = {
         "shuffle": torch.Generator().manual_seed(config.seed),
         "encode": torch.Generator().manual_seed(config.seed + 1),
@@ -260,12 +308,16 @@ def train_bptt(
     if resume:
         tensors, meta = load_checkpoint(out)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        _check_resumable(load_config(out / "config.toml"), config)
         _restore_optimizer(
             optimizer, {k: v.to(device) for k, v in tensors.items()}, meta["optimizer_steps"]
         )
         for name, generator in rngs.items():
             generator.set_state(tensors[f"rng.{name}"])
         progress = _Progress(**meta["progress"])
+        scheduler = _scheduler(
+            optimizer, config, batches, done=progress.epoch * batches + progress.batch
+        )
         order = tensors.get("order")
         _truncate_metrics(out, progress.epoch)
         log(f"resuming {out} at epoch {progress.epoch + 1}, batch {progress.batch}")
@@ -273,9 +325,7 @@ def train_bptt(
         (out / "metrics.jsonl").write_text("")
     save_config(config, out / "config.toml")
 
-    n_train = len(data.train_y)
     batch_size = config.train.batch_size
-    batches = math.ceil(n_train / batch_size)
     for epoch in range(progress.epoch + 1, config.train.epochs + 1):
         if order is None:
             order = torch.randperm(n_train, generator=rngs["shuffle"])
@@ -288,8 +338,12 @@ def train_bptt(
             unit="batch",
         )
         model.train()
+        # The encoder stream as of the batch in progress: a batch cut short by Ctrl-C is redone
+        # on resume and must draw the same input spikes again.
+        b, encode_state = progress.batch, rngs["encode"].get_state()
         try:
             for b in range(progress.batch, batches):
+                encode_state = rngs["encode"].get_state()
                 started = time.perf_counter()
                 index = order[b * batch_size : (b + 1) * batch_size].to(device)
                 spikes = encode(config, data.train_x[index], config.encode.steps, rngs["encode"])
@@ -302,6 +356,7 @@ def train_bptt(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                scheduler.step()
                 elapsed = time.perf_counter() - started
                 progress.batch = b + 1
                 progress.epoch_seconds += elapsed
@@ -318,6 +373,8 @@ def train_bptt(
                     on_batch(epoch, b, loss.item())
         except KeyboardInterrupt:
             bar.close()
+            if progress.batch == b:  # batch b was not finished
+                rngs["encode"].set_state(encode_state)
             _save(out, model, optimizer, progress, rngs, order)
             raise TrainingInterrupted(
                 f"interrupted at epoch {epoch}, batch {progress.batch}; checkpoint saved in {out}; "
@@ -342,6 +399,7 @@ def train_bptt(
             "test_accuracy": test_accuracy,
             "test_steps": config.encode.test_steps,
             "epoch_seconds": progress.epoch_seconds,
+            "lr": optimizer.param_groups[0]["lr"],
             "eval_seconds": time.perf_counter() - eval_started,
             "samples_per_second": progress.epoch_seen / progress.epoch_seconds,
         }

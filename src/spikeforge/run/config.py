@@ -34,6 +34,7 @@ METHODS = ("bptt",)
 DATASETS = ("mnist", "fashion-mnist", "digits")
 ENCODERS = ("poisson", "latency")
 BACKENDS = ("auto", "torch", "numba")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(ValueError):
@@ -79,6 +80,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs, per batch)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     eval_batch_size: int = 256
@@ -105,6 +107,7 @@ class RunConfig:
         _one_of("encode.kind", self.encode.kind, ENCODERS)
         _one_of("model.surrogate", self.model.surrogate, surrogate_names())
         _one_of("model.backend", self.model.backend, BACKENDS)
+        _one_of("train.lr_schedule", self.train.lr_schedule, LR_SCHEDULES)
         for key, value in (
             ("data.limit", self.data.limit),
             ("data.test_limit", self.data.test_limit),
@@ -120,7 +123,7 @@ class RunConfig:
             ("train.eval_batch_size", self.train.eval_batch_size),
         ):
             _at_least(key, value, 1)
-        if not self.train.lr > 0:
+        if not 0 < self.train.lr < float("inf"):
             raise ConfigError(f"train.lr must be positive; got {self.train.lr}")
         for key in ("adam_beta1", "adam_beta2"):
             value = getattr(self.train, key)
