@@ -164,9 +164,10 @@ def peak_tensor_bytes(fn: Callable[[], object]) -> int:
 
     Runs ``fn`` once under ``torch.profiler`` with ``profile_memory=True``, orders every allocation
     and free the CPU allocator reported by time, and returns the maximum of their running sum: the
-    highest number of tensor bytes alive at once above the level when ``fn`` started. Frees of
-    tensors that existed before ``fn`` count (they lower the level). Memory not allocated through
-    torch (Python objects, MKL/oneDNN scratch, Numba's own arrays) is not seen.
+    highest number of bytes allocated during ``fn`` and alive at once. The profiler does not see
+    frees of tensors allocated before it started (torch warns about them), so those do not lower
+    the level. Memory not allocated through torch (Python objects, MKL/oneDNN scratch, Numba's
+    own arrays) is not seen.
     """
     from torch.profiler import ProfilerActivity, profile
 

@@ -24,14 +24,13 @@ Run: ``.venv/bin/python benchmarks/bptt_throughput.py [--quick] [--check] [--out
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import statistics
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from _common import (
@@ -49,6 +48,7 @@ from _common import (
 )
 from torch import nn
 
+from spikeforge.data import DataError, load_vision
 from spikeforge.data.encoders import poisson_encode
 from spikeforge.nn import SpikingMLP
 
@@ -60,46 +60,19 @@ T_TRAIN, BATCH_TRAIN = 20, 64
 T_INFER, BATCH_INFER = 5, 256
 LR = 1e-4
 
-CONTENDERS = ("spikeforge", "snntorch", "naive")
+CONTENDERS = ("spikeforge", "spikeforge_bf16", "snntorch", "naive")
 
 
 # --------------------------------------------------------------------------- data
 
 
-def _read_idx_u8(path: Path, ndim: int) -> np.ndarray:
-    """Minimal IDX reader for uint8 MNIST files (fallback when spikeforge.data is unavailable)."""
-    data = path.read_bytes()
-    if data[:4] != bytes([0, 0, 0x08, ndim]):
-        raise SystemExit(f"{path} is not a uint8 IDX file with {ndim} dimensions; run `make data`")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
-
-
 def load_mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST ``split`` as float intensities ``[N, 784]`` in [0, 1] and int64 labels ``[N]``."""
-    hint = "MNIST is not in the cache; run `make data` (or `spikeforge data fetch mnist`) first"
     try:
-        from spikeforge.data.vision import load_vision
-    except ImportError:
-        load_vision = None
-    if load_vision is not None:
-        from spikeforge.data.errors import DataError
-
-        try:
-            vision = load_vision("mnist", split)
-        except DataError as error:
-            raise SystemExit(f"{hint} ({error})") from None
-        images, labels = vision.images, vision.labels
-    else:
-        root = Path(os.environ.get("SPIKEFORGE_DATA", Path.home() / ".cache" / "spikeforge"))
-        prefix = "train" if split == "train" else "t10k"
-        image_path = root / "mnist" / f"{prefix}-images-idx3-ubyte"
-        label_path = root / "mnist" / f"{prefix}-labels-idx1-ubyte"
-        if not image_path.is_file() or not label_path.is_file():
-            raise SystemExit(f"{hint} (looked for {image_path})")
-        images = torch.from_numpy(_read_idx_u8(image_path, 3))
-        labels = torch.from_numpy(_read_idx_u8(label_path, 1).astype(np.int64))
-    return images.reshape(len(images), -1).to(torch.float32) / 255.0, labels.to(torch.int64)
+        vision = load_vision("mnist", split)
+    except DataError as error:
+        raise SystemExit(f"{error} (run `make data` first)") from None
+    return vision.flat_intensities(), vision.labels
 
 
 # --------------------------------------------------------------------------- the three networks
@@ -206,8 +179,14 @@ def spikeforge_weights(model: SpikingMLP) -> list[torch.Tensor]:
     return [layer.weight for layer in model.hidden] + [model.readout.weight]
 
 
-def build_models(seed: int, dtype: torch.dtype = torch.float32) -> dict[str, nn.Module]:
-    """The three networks with identical weights (spikeforge's Bondarev init, drawn from seed)."""
+def build_models(
+    seed: int, dtype: torch.dtype = torch.float32, with_bf16: bool = False
+) -> dict[str, nn.Module]:
+    """The networks with identical weights (spikeforge's Bondarev init, drawn from seed).
+
+    ``with_bf16`` adds ``spikeforge_bf16``: the same spikeforge model with bf16 matmul operands
+    (``precision="bfloat16"``; fp32 weights, membranes and scans).
+    """
     torch.manual_seed(seed)
     models: dict[str, nn.Module] = {
         "spikeforge": SpikingMLP(
@@ -225,11 +204,15 @@ def build_models(seed: int, dtype: torch.dtype = torch.float32) -> dict[str, nn.
         ):
             a.copy_(src)
             b.copy_(src)
+    if with_bf16:
+        models["spikeforge_bf16"] = copy.deepcopy(models["spikeforge"])
+        for layer in models["spikeforge_bf16"].hidden:
+            layer.precision = "bfloat16"
     return {name: model.to(dtype) for name, model in models.items()}
 
 
 def weights_of(name: str, model: nn.Module) -> list[torch.Tensor]:
-    return spikeforge_weights(model) if name == "spikeforge" else model.weights()
+    return spikeforge_weights(model) if name.startswith("spikeforge") else model.weights()
 
 
 # --------------------------------------------------------------------------- encoders
@@ -237,7 +220,7 @@ def weights_of(name: str, model: nn.Module) -> list[torch.Tensor]:
 
 def make_encoder(name: str, seed: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """Each contender's own rate coder: ``[B, 784]`` intensities -> ``[T, B, 784]`` spikes."""
-    if name == "spikeforge":
+    if name.startswith("spikeforge"):
         generator = torch.Generator().manual_seed(seed)
         return lambda x, steps: poisson_encode(x, steps, generator)
     if name == "snntorch":
@@ -295,7 +278,10 @@ class Runner:
 
 
 def macs_per_training_sample() -> dict[str, int]:
-    """Dense multiply-adds per sample of one training step (T = 20), as in the brief."""
+    """Dense multiply-adds per sample of one training step at T = 20: the forward synaptic maps,
+    the weight gradients (same count) and the input gradients of layers 2 and 3 (layer 1's input
+    is data and needs none). The readout is counted per step, as a per-step network computes it.
+    """
     layer = [a * b for a, b in zip(SIZES[:-1], SIZES[1:], strict=True)]
     forward = T_TRAIN * sum(layer)
     weight_grads = T_TRAIN * sum(layer)
@@ -426,7 +412,7 @@ def _label_numba_kernels() -> Iterator[None]:
 
     patched = []
     for module, names in (
-        (_numba_kernels, ("lif_forward", "surrogate_fill", "lif_backward", "to_spikes_checked")),
+        (_numba_kernels, ("lif_forward", "lif_backward", "to_spikes_checked")),
         (_encoder_kernels, ("bernoulli_spikes",)),
     ):
         for attr in names:
@@ -501,14 +487,18 @@ def main() -> int:
     parser.add_argument(
         "--check", action="store_true", help="only verify that the three networks agree, then exit"
     )
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3/9)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats (default 3 quick, 7 full)"
+    )
     args = parser.parse_args()
     set_threads(THREADS)
-    repeats = args.repeats or (3 if args.quick else 9)
-    train_steps = 10 if args.quick else 40
-    infer_batches = 10 if args.quick else 40
+    repeats = args.repeats or (3 if args.quick else 7)
+    train_steps = 10 if args.quick else 20
+    infer_batches = 10 if args.quick else 20
     profile_steps = 5 if args.quick else 10
 
+    load_start = list(os.getloadavg())
+    log(f"load average {load_start}")
     log("loading MNIST")
     train = load_mnist("train")
     test = load_mnist("test")
@@ -528,7 +518,7 @@ def main() -> int:
         emit(result, args.out)
         return 0 if result["check"]["passed"] else 1
 
-    models = build_models(args.seed)
+    models = build_models(args.seed, with_bf16=True)
     runners = {name: Runner(name, models[name], args.seed, train, test) for name in CONTENDERS}
     backend = models["spikeforge"].hidden[0].backend
     from spikeforge.neuron import resolve_backend
@@ -573,10 +563,12 @@ def main() -> int:
 
     log("peak tensor memory of one training step / inference batch")
     peak_memory = {
-        "method": "torch.profiler(profile_memory=True): peak of the running sum of tensor "
-        "allocations/frees by torch's CPU allocator during one call, above the level at its "
-        "start (after warm-up, Adam state already allocated); excludes non-tensor memory "
-        "(Python objects, MKL/oneDNN scratch, Numba-internal arrays)",
+        "method": "torch.profiler(profile_memory=True): peak of the running sum of the tensor "
+        "allocations and frees torch's CPU allocator reported during one call (one training step "
+        "after warm-up, Adam state already allocated; one T=5 inference batch), i.e. the most "
+        "bytes allocated during the call and alive at once; frees of tensors older than the call "
+        "are invisible to the profiler; non-tensor memory (Python objects, MKL/oneDNN scratch, "
+        "Numba-internal arrays) is not seen",
         "train_step_mib": {},
         "infer_t5_batch_mib": {},
     }
@@ -628,6 +620,12 @@ def main() -> int:
         "infer_t5_vs_snntorch": ratio(infer_summary["spikeforge"], infer_summary["snntorch"]),
         "train_vs_naive": ratio(train_summary["spikeforge"], train_summary["naive"]),
         "gemm_roofline_fraction": round(sf_train * macs["total"] / best_gemm, 4),
+        "train_bf16_vs_snntorch": ratio(
+            train_summary["spikeforge_bf16"], train_summary["snntorch"]
+        ),
+        "infer_t5_bf16_vs_snntorch": ratio(
+            infer_summary["spikeforge_bf16"], infer_summary["snntorch"]
+        ),
     }
     result["ratios_paired_median"] = {
         "note": "median over repeats of the per-repeat ratio (robust to drift in machine load)",
@@ -635,8 +633,14 @@ def main() -> int:
         "infer_t5_vs_snntorch": paired("spikeforge", "snntorch", infer_rates),
         "train_vs_naive": paired("spikeforge", "naive", train_rates),
         "infer_t5_vs_naive": paired("spikeforge", "naive", infer_rates),
+        "train_bf16_vs_snntorch": paired("spikeforge_bf16", "snntorch", train_rates),
+        "infer_t5_bf16_vs_snntorch": paired("spikeforge_bf16", "snntorch", infer_rates),
     }
-    result["load_average"] = list(os.getloadavg())
+    result["load_average"] = {
+        "start": [round(v, 2) for v in load_start],
+        "end": [round(v, 2) for v in os.getloadavg()],
+        "cores": os.cpu_count(),
+    }
     emit(result, args.out)
     return 0
 

@@ -32,7 +32,7 @@ def test_spike_exactly_at_threshold_fires():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_three_step_gradient_by_hand(backend):
-    # One neuron, one input that spikes at every step, weight w; beta 0.5, threshold 1, exp surrogate.
+    # One neuron, one input spiking at every step, weight w; beta 0.5, threshold 1, exp surrogate.
     # currents w = 0.6: u = 0.6, 0.9, 1.05 -> spikes 0, 0, 1. Loss = s0 + s1 + s2.
     # d2 = sigma'(0.05); d1 = sigma'(-0.1) + 0.5 d2; d0 = sigma'(-0.4) + 0.5 d1; dL/dw = d0+d1+d2.
     x = torch.ones(3, 1, 1, dtype=torch.float64)
@@ -120,3 +120,23 @@ def test_backward_keeps_spikes_as_bytes(backend):
     dtypes = sorted(str(t.dtype) for t in saved)
     # input spikes and output spikes as uint8; only the membrane and the weight stay float
     assert dtypes == ["torch.float32", "torch.float32", "torch.uint8", "torch.uint8"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bfloat16_matmuls_match_float32_where_bf16_is_exact(backend):
+    # Weights k/64 with small k and 0/1 inputs: every product and current is exact in bf16, so
+    # spikes must be identical; gradients differ only by bf16 rounding of the backward operands.
+    torch.manual_seed(4)
+    x = (torch.rand(12, 6, 13) < 0.4).float().requires_grad_()
+    w = (torch.randint(-4, 5, (7, 13)).float() / 64).requires_grad_()
+    upstream = torch.randn(12, 6, 7)
+    ref = spiking_linear(x, w, 0.75, 0.05, backend=backend)
+    ref_gx, ref_gw = torch.autograd.grad((ref * upstream).sum(), [x, w])
+    out = spiking_linear(x, w, 0.75, 0.05, backend=backend, matmul_dtype=torch.bfloat16)
+    gx, gw = torch.autograd.grad((out * upstream).sum(), [x, w])
+    assert out.dtype == torch.float32 and gw.dtype == torch.float32
+    assert torch.equal(out, ref)
+    assert 0.05 < float(ref.detach().mean()) < 0.95
+    torch.testing.assert_close(gx, ref_gx, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gw, ref_gw, rtol=2e-2, atol=2e-2)
+    assert not torch.equal(gw, ref_gw)  # the bf16 path really ran in bf16

@@ -30,8 +30,9 @@ def _config_error(overrides: list[str], path: Path = MNIST) -> str:
     return message
 
 
-def test_bondarev_mnist_preset_matches_the_paper():
-    config = load_config(MNIST)
+@pytest.mark.parametrize("preset", ["bondarev-mnist.toml", "bondarev-mnist-paper.toml"])
+def test_bondarev_mnist_presets_match_the_paper(preset):
+    config = load_config(MNIST.parent / preset)
     assert config.method == "bptt"
     assert config.seed == 0
     assert config.data.name == "mnist"
@@ -44,10 +45,18 @@ def test_bondarev_mnist_preset_matches_the_paper():
     assert config.model.thresholds == [0.5, 0.3]
     assert config.model.surrogate == "exp"
     assert config.model.readout_beta == 1.0
-    assert config.train.lr == 1e-4
+    assert config.model.precision == "float32"
     assert (config.train.adam_beta1, config.train.adam_beta2) == (0.9, 0.999)
     assert config.train.batch_size == 64
     assert config.train.epochs == 20
+
+
+def test_the_two_mnist_presets_differ_only_in_the_learning_rate():
+    ours, paper = load_config(MNIST), load_config(MNIST.parent / "bondarev-mnist-paper.toml")
+    assert (paper.train.lr, paper.train.lr_schedule) == (1e-4, "constant")
+    assert (ours.train.lr, ours.train.lr_schedule) == (1e-3, "cosine")
+    ours.train.lr, ours.train.lr_schedule = paper.train.lr, paper.train.lr_schedule
+    assert ours == paper
 
 
 def test_bondarev_digits_preset_is_the_small_offline_variant():

@@ -27,19 +27,21 @@ def _uniform(seed, index):
 
 @nb.njit(parallel=True, cache=True)
 def bernoulli_spikes(probability, steps, seed, out):
-    """out[t, b, i] = 1 with probability probability[b, i] (float32 in [0, 1]), else 0."""
+    """out[t, b, i] = 1 with probability probability[b, i] (float32 in [0, 1]), else 0.
+
+    Rows ``out[t, b, :]`` are written contiguously (zeros included, so no separate clear);
+    random numbers are drawn only where the probability is positive.
+    """
     batch, inputs = probability.shape
     seed = np.uint64(seed)
     width = np.uint64(batch * inputs)
     for b in nb.prange(batch):
+        base = np.uint64(b * inputs)
         for t in range(steps):
+            offset = np.uint64(t) * width + base
             for i in range(inputs):
-                out[t, b, i] = 0
-        for i in range(inputs):
-            p = probability[b, i]
-            if p <= 0.0:
-                continue
-            base = np.uint64(b * inputs + i)
-            for t in range(steps):
-                if _uniform(seed, np.uint64(t) * width + base) < p:
-                    out[t, b, i] = 1
+                p = probability[b, i]
+                fired = 0
+                if p > 0.0 and _uniform(seed, offset + np.uint64(i)) < p:
+                    fired = 1
+                out[t, b, i] = fired

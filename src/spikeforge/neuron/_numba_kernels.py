@@ -16,10 +16,14 @@ _CHUNK = 512
 
 
 @nb.njit(parallel=True, cache=True)
-def lif_forward(net, beta, threshold, spikes, membrane):
-    """u[t] = beta*v[t-1] + net[t]; s[t] = u[t] >= threshold; v[t] = u[t]*(1 - s[t]).
+def lif_forward(net, beta, threshold, code, scale, spikes, spikes_float, surrogate):
+    """u[t] = beta*v[t-1] + net[t]; s[t] = u[t] >= threshold; v[t] = u[t]*(1 - s[t]); v[-1] = 0.
 
-    Writes ``spikes`` (uint8) and the pre-reset ``membrane`` u[t] in place; v[-1] = 0.
+    Writes the spikes as uint8 (``spikes``, kept for backward) and in the float dtype
+    (``spikes_float``, the layer's output), and what backward needs of the membrane, evaluated
+    here so backward never reads u: ``surrogate`` = sigma'(u[t] - threshold) for code 1
+    (inverse square, 1/(scale|x| + 1)^2), or its exponent -scale|x| for code 0 (exponential;
+    the caller applies ``exp``, which torch vectorises and Numba does not).
     """
     steps, width = net.shape
     n_chunks = (width + _CHUNK - 1) // _CHUNK
@@ -32,26 +36,14 @@ def lif_forward(net, beta, threshold, spikes, membrane):
                 u = beta * v[j - lo] + net[t, j]
                 fired = u >= threshold
                 spikes[t, j] = fired
-                membrane[t, j] = u
+                spikes_float[t, j] = 1.0 if fired else 0.0
+                x = abs(u - threshold) * scale
+                if code == 1:
+                    d = x + 1.0
+                    surrogate[t, j] = 1.0 / (d * d)
+                else:
+                    surrogate[t, j] = -x
                 v[j - lo] = 0.0 if fired else u
-
-
-@nb.njit(parallel=True, cache=True)
-def surrogate_fill(membrane, threshold, code, scale, out):
-    """Fill ``out`` for the surrogate of ``x = membrane - threshold``.
-
-    code 1 (inverse square): out = 1/(scale|x| + 1)^2, final.
-    code 0 (exponential): out = -scale|x|; the caller applies ``exp`` (vectorised in torch).
-    """
-    steps, width = membrane.shape
-    for t in nb.prange(steps):
-        for j in range(width):
-            x = abs(membrane[t, j] - threshold) * scale
-            if code == 1:
-                d = x + 1.0
-                out[t, j] = 1.0 / (d * d)
-            else:
-                out[t, j] = -x
 
 
 @nb.njit(parallel=True, cache=True)

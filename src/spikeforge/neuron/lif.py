@@ -167,60 +167,75 @@ def _as_spike_bytes(x: torch.Tensor, backend: str) -> torch.Tensor:
 class _SpikingLinearFunction(torch.autograd.Function):
     """Synaptic matmul over all T steps, LIF scan, and the BPTT backward of the module doc.
 
-    Saves only: the input spikes as uint8, the output spikes as uint8, the pre-reset membrane
-    (float, needed by the surrogate) and the weight.
+    Saves only: the input spikes as uint8, the output spikes as uint8, the surrogate derivative
+    sigma'(u - threshold) (float, evaluated in the forward scan) and the weight.
     """
 
     @staticmethod
-    def forward(ctx, spikes_in, weight, beta, threshold, surrogate, scale, backend):
+    def forward(ctx, spikes_in, weight, beta, threshold, surrogate, scale, backend, matmul_dtype):
         steps, batch, _ = spikes_in.shape
         inputs_u8 = _as_spike_bytes(spikes_in, backend)
-        current = inputs_u8.view(steps * batch, -1).to(weight.dtype) @ weight.t()
-        current = current.view(steps, -1)
+        # A float input (the previous layer's spikes) feeds the matmul as it is; bytes are
+        # converted once. Only the byte copy is kept for backward.
+        inputs = spikes_in if spikes_in.dtype == matmul_dtype else inputs_u8.to(matmul_dtype)
+        current = inputs.view(steps * batch, -1) @ weight.to(matmul_dtype).t()
+        current = current.to(weight.dtype).view(steps, -1)
         if backend == "numba":
             from spikeforge.neuron import _numba_kernels as kernels
 
             spikes_u8 = torch.empty(current.shape, dtype=torch.uint8)
-            membrane = torch.empty_like(current)
+            spikes = torch.empty_like(current)
+            surrogate_grad = torch.empty_like(current)
+            typed = current.numpy().dtype.type  # scalars in the tensor's precision
             kernels.lif_forward(
-                current.numpy(), beta, threshold, spikes_u8.numpy(), membrane.numpy()
+                current.numpy(),
+                typed(beta),
+                typed(threshold),
+                surrogate.code,
+                typed(scale),
+                spikes_u8.numpy(),
+                spikes.numpy(),
+                surrogate_grad.numpy(),
             )
-            spikes = spikes_u8.to(weight.dtype)
+            if surrogate.code == 0:
+                surrogate_grad.exp_()
         else:
             spikes, membrane = lif_scan(current, beta, threshold)
             spikes_u8 = spikes.to(torch.uint8)
-        ctx.save_for_backward(inputs_u8, weight, spikes_u8, membrane)
-        ctx.params = (beta, threshold, surrogate, scale, backend)
+            surrogate_grad = surrogate.derivative(membrane - threshold, scale)
+        ctx.save_for_backward(inputs_u8, weight, spikes_u8, surrogate_grad)
+        ctx.params = (beta, backend, matmul_dtype)
         ctx.input_is_float = spikes_in.is_floating_point()
         return spikes.view(steps, batch, -1)
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        inputs_u8, weight, spikes_u8, membrane = ctx.saved_tensors
-        beta, threshold, surrogate, scale, backend = ctx.params
+        inputs_u8, weight, spikes_u8, surrogate_grad = ctx.saved_tensors
+        beta, backend, matmul_dtype = ctx.params
         steps, batch, _ = inputs_u8.shape
-        grad_spikes = grad_spikes.reshape(steps, -1).contiguous()
-        if backend == "numba":
-            grad_current = _numba_bptt(
-                grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale
-            )
-        else:
-            grad_current = _torch_bptt(
-                grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale
-            )
-        grad_current = grad_current.view(steps * batch, -1)
-        inputs = inputs_u8.view(steps * batch, -1).to(weight.dtype)
-        grad_weight = grad_current.t() @ inputs if ctx.needs_input_grad[1] else None
-        grad_input = None
+        # No copy: the readout's time sum hands back a gradient broadcast over T (stride 0),
+        # which the scans read as it is.
+        grad_spikes = grad_spikes.reshape(steps, -1)
+        if grad_spikes.stride(-1) != 1:
+            grad_spikes = grad_spikes.contiguous()
+        bptt = _numba_bptt if backend == "numba" else _torch_bptt
+        grad_current = bptt(grad_spikes, surrogate_grad, spikes_u8, beta)
+        grad_current = grad_current.view(steps * batch, -1).to(matmul_dtype)
+        grad_weight = grad_input = None
+        if ctx.needs_input_grad[1]:
+            inputs = inputs_u8.view(steps * batch, -1).to(matmul_dtype)
+            grad_weight = (grad_current.t() @ inputs).to(weight.dtype)
         if ctx.needs_input_grad[0] and ctx.input_is_float:
-            grad_input = (grad_current @ weight).view(steps, batch, -1)
-        return grad_input, grad_weight, None, None, None, None, None
+            grad_input = grad_current @ weight.to(matmul_dtype)
+            grad_input = grad_input.to(weight.dtype).view(steps, batch, -1)
+        return grad_input, grad_weight, None, None, None, None, None, None
 
 
-def _torch_bptt(grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale):
-    surrogate_grad = surrogate.derivative(membrane - threshold, scale)
-    keep = beta * (1 - spikes_u8.to(membrane.dtype))
-    grad_current = torch.empty_like(grad_spikes)
+def _torch_bptt(grad_spikes, surrogate_grad, spikes_u8, beta):
+    keep = beta * (1 - spikes_u8.to(grad_spikes.dtype))
+    grad_current = torch.empty(
+        grad_spikes.shape, dtype=grad_spikes.dtype, device=grad_spikes.device
+    )
     carry = torch.zeros_like(grad_spikes[0])
     for k in range(grad_spikes.shape[0] - 1, -1, -1):
         carry = grad_spikes[k] * surrogate_grad[k] + keep[k] * carry
@@ -228,18 +243,16 @@ def _torch_bptt(grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, sc
     return grad_current
 
 
-def _numba_bptt(grad_spikes, membrane, spikes_u8, beta, threshold, surrogate, scale):
+def _numba_bptt(grad_spikes, surrogate_grad, spikes_u8, beta):
     from spikeforge.neuron import _numba_kernels as kernels
 
-    surrogate_grad = torch.empty_like(membrane)
-    kernels.surrogate_fill(
-        membrane.numpy(), threshold, surrogate.code, scale, surrogate_grad.numpy()
-    )
-    if surrogate.code == 0:
-        surrogate_grad.exp_()
-    grad_current = torch.empty_like(grad_spikes)
+    grad_current = torch.empty(grad_spikes.shape, dtype=grad_spikes.dtype)
     kernels.lif_backward(
-        grad_spikes.numpy(), surrogate_grad.numpy(), spikes_u8.numpy(), beta, grad_current.numpy()
+        grad_spikes.numpy(),
+        surrogate_grad.numpy(),
+        spikes_u8.numpy(),
+        grad_spikes.numpy().dtype.type(beta),
+        grad_current.numpy(),
     )
     return grad_current
 
@@ -252,6 +265,7 @@ def spiking_linear(
     surrogate: str = "exp",
     scale: float | None = None,
     backend: str = "auto",
+    matmul_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """One spiking layer over all time steps: ``[T, B, I]`` spikes -> ``[T, B, O]`` spikes.
 
@@ -263,6 +277,12 @@ def spiking_linear(
         surrogate: name in :data:`spikeforge.neuron.SURROGATES`.
         scale: surrogate slope k (the surrogate's default when None).
         backend: ``auto``, ``torch`` or ``numba``.
+        matmul_dtype: operand precision of the three matmuls (forward current, weight gradient,
+            input gradient); None means ``weight.dtype``. ``torch.bfloat16`` is mixed
+            precision: spikes are exact in bf16, weights and gradients are rounded to 8
+            mantissa bits for the product only; membranes, scans, the returned gradients and
+            the weights themselves stay in ``weight.dtype``. It is 3-6x faster on CPUs with
+            AMX or AVX-512-BF16.
 
     Returns:
         Output spikes ``[T, B, O]`` as ``weight.dtype`` (0/1).
@@ -276,6 +296,14 @@ def spiking_linear(
     sur = get_surrogate(surrogate)
     scale = sur.default_scale if scale is None else float(scale)
     backend = resolve_backend(backend, weight.device)
+    matmul_dtype = weight.dtype if matmul_dtype is None else matmul_dtype
     return _SpikingLinearFunction.apply(
-        spikes_in.contiguous(), weight, float(beta), float(threshold), sur, scale, backend
+        spikes_in.contiguous(),
+        weight,
+        float(beta),
+        float(threshold),
+        sur,
+        scale,
+        backend,
+        matmul_dtype,
     )

@@ -12,7 +12,9 @@ from torch import nn
 
 from spikeforge.neuron import get_surrogate, lif_scan, spiking_linear
 
-__all__ = ["SpikingLinear", "AccumulatorReadout", "uniform_fan_in_"]
+__all__ = ["SpikingLinear", "AccumulatorReadout", "uniform_fan_in_", "MATMUL_PRECISIONS"]
+
+MATMUL_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def uniform_fan_in_(weight: torch.Tensor) -> torch.Tensor:
@@ -34,6 +36,9 @@ class SpikingLinear(nn.Module):
         surrogate: surrogate derivative name (``exp``, ``fast-sigmoid``, ``inverse-square``).
         surrogate_scale: its slope k (None: the surrogate's default).
         backend: ``auto``, ``torch`` or ``numba``.
+        precision: operand precision of the synaptic matmuls: ``float32`` or ``bfloat16``
+            (mixed precision: exact spikes, bf16-rounded weights and gradients in the
+            products only; see :func:`spikeforge.neuron.spiking_linear`).
 
     Shape:
         input ``[T, B, I]`` of 0/1 spikes (uint8, bool or float) -> output ``[T, B, O]`` float 0/1.
@@ -48,10 +53,15 @@ class SpikingLinear(nn.Module):
         surrogate: str = "exp",
         surrogate_scale: float | None = None,
         backend: str = "auto",
+        precision: str = "float32",
     ) -> None:
         super().__init__()
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must lie in [0, 1]; got {beta}")
+        if precision not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(MATMUL_PRECISIONS)}; got {precision!r}"
+            )
         if threshold <= 0.0:
             raise ValueError(f"threshold must be positive; got {threshold}")
         get_surrogate(surrogate)
@@ -61,8 +71,10 @@ class SpikingLinear(nn.Module):
         self.surrogate = surrogate
         self.surrogate_scale = surrogate_scale
         self.backend = backend
+        self.precision = precision
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        matmul_dtype = None if self.precision == "float32" else MATMUL_PRECISIONS[self.precision]
         return spiking_linear(
             spikes,
             self.weight,
@@ -71,6 +83,7 @@ class SpikingLinear(nn.Module):
             self.surrogate,
             self.surrogate_scale,
             self.backend,
+            matmul_dtype,
         )
 
     @torch.no_grad()
@@ -83,7 +96,7 @@ class SpikingLinear(nn.Module):
         out_features, in_features = self.weight.shape
         return (
             f"{in_features} -> {out_features}, beta={self.beta}, threshold={self.threshold:.4g}, "
-            f"surrogate={self.surrogate}"
+            f"surrogate={self.surrogate}, precision={self.precision}"
         )
 
 

@@ -45,6 +45,7 @@ class SpikingMLP(nn.Module):
         surrogate: surrogate derivative name; surrogate_scale its slope.
         readout_beta: leak of the readout accumulator (1 = pure sum).
         backend: ``auto``, ``torch`` or ``numba``.
+        precision: matmul operand precision of the hidden layers, ``float32`` or ``bfloat16``.
 
     Shape:
         ``[T, B, sizes[0]]`` spikes -> ``[B, sizes[-1]]`` class scores.
@@ -59,6 +60,7 @@ class SpikingMLP(nn.Module):
         surrogate_scale: float | None = None,
         readout_beta: float = 1.0,
         backend: str = "auto",
+        precision: str = "float32",
     ) -> None:
         super().__init__()
         if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
@@ -71,7 +73,7 @@ class SpikingMLP(nn.Module):
                 f"got {len(betas)} and {len(thresholds)}"
             )
         self.hidden = nn.ModuleList(
-            SpikingLinear(i, o, b, th, surrogate, surrogate_scale, backend)
+            SpikingLinear(i, o, b, th, surrogate, surrogate_scale, backend, precision)
             for i, o, b, th in zip(sizes[:-2], sizes[1:-1], betas, thresholds, strict=True)
         )
         self.readout = AccumulatorReadout(sizes[-2], sizes[-1], readout_beta)

@@ -1,4 +1,4 @@
-"""Training loop for fully connected LIF networks by BPTT (Bondarev's method), readable top to bottom.
+"""BPTT training of fully connected LIF networks (Bondarev's method), readable top to bottom.
 
 Writes into the run directory: ``config.toml``, ``metrics.jsonl`` (one line per epoch),
 ``checkpoint.safetensors`` + ``checkpoint.json`` (after every epoch, and on Ctrl-C mid-epoch) and
@@ -60,6 +60,7 @@ def build_model(config: RunConfig) -> SpikingMLP:
         surrogate_scale=m.surrogate_scale or None,
         readout_beta=m.readout_beta,
         backend=m.backend,
+        precision=m.precision,
     )
 
 
@@ -81,14 +82,19 @@ def evaluate(
     steps: int,
     seed: int,
 ) -> float:
-    """Test accuracy (0..1) at ``steps`` time steps, with a fixed encoder seed."""
+    """Test accuracy (0..1) at ``steps`` time steps, with a fixed encoder seed.
+
+    Intensities and labels stay on the CPU (the encoder runs there, so a seed gives the same
+    spikes on every device); only the uint8 spikes move to the model's device.
+    """
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     correct = 0
     batch = config.train.eval_batch_size
     for start in range(0, len(labels), batch):
         x = encode(config, intensities[start : start + batch], steps, generator)
-        scores = model(x.to(intensities.device))
-        correct += int((scores.argmax(1) == labels[start : start + batch]).sum())
+        scores = model(x.to(device))
+        correct += int((scores.argmax(1).cpu() == labels[start : start + batch]).sum())
     return correct / max(len(labels), 1)
 
 
@@ -100,7 +106,7 @@ class _Data:
     test_y: torch.Tensor
 
 
-def _load_data(config: RunConfig, device: torch.device) -> _Data:
+def _load_data(config: RunConfig) -> _Data:
     root = config.data.root or None
     train = load_vision(config.data.name, "train", root=root, limit=config.data.limit)
     test = load_vision(config.data.name, "test", root=root, limit=config.data.test_limit)
@@ -111,10 +117,10 @@ def _load_data(config: RunConfig, device: torch.device) -> _Data:
             f"{config.model.layers}; set --set model.layers=[{inputs},...,10]"
         )
     return _Data(
-        train.flat_intensities().to(device),
-        train.labels.to(device),
-        test.flat_intensities().to(device),
-        test.labels.to(device),
+        train.flat_intensities(),
+        train.labels,
+        test.flat_intensities(),
+        test.labels,
     )
 
 
@@ -287,7 +293,7 @@ def train_bptt(
         raise ConfigError(
             "train.device is cuda but no CUDA device is available; use --set train.device=cpu"
         )
-    data = _load_data(config, device)
+    data = _load_data(config)
 
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
@@ -345,10 +351,11 @@ def train_bptt(
             for b in range(progress.batch, batches):
                 encode_state = rngs["encode"].get_state()
                 started = time.perf_counter()
-                index = order[b * batch_size : (b + 1) * batch_size].to(device)
+                index = order[b * batch_size : (b + 1) * batch_size]
                 spikes = encode(config, data.train_x[index], config.encode.steps, rngs["encode"])
                 scores = model(spikes.to(device))
-                loss = F.cross_entropy(scores, data.train_y[index])
+                labels = data.train_y[index].to(device)
+                loss = F.cross_entropy(scores, labels)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"loss became {loss.item()} at epoch {epoch}, batch {b}; lower train.lr"
@@ -361,7 +368,7 @@ def train_bptt(
                 progress.batch = b + 1
                 progress.epoch_seconds += elapsed
                 progress.epoch_loss += loss.item() * len(index)
-                progress.epoch_correct += int((scores.argmax(1) == data.train_y[index]).sum())
+                progress.epoch_correct += int((scores.argmax(1) == labels).sum())
                 progress.epoch_seen += len(index)
                 bar.update(1)
                 if b % 20 == 0:
@@ -404,7 +411,8 @@ def train_bptt(
             "samples_per_second": progress.epoch_seen / progress.epoch_seconds,
         }
         log(
-            f"epoch {epoch}: loss {record['train_loss']:.4f}  train {record['train_accuracy']:.4f}  "
+            f"epoch {epoch}: loss {record['train_loss']:.4f}  "
+            f"train {record['train_accuracy']:.4f}  "
             f"test {test_accuracy:.4f}  {record['samples_per_second']:.0f} samples/s"
         )
         progress = _Progress(

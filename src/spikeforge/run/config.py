@@ -35,6 +35,7 @@ DATASETS = ("mnist", "fashion-mnist", "digits")
 ENCODERS = ("poisson", "latency")
 BACKENDS = ("auto", "torch", "numba")
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -71,6 +72,7 @@ class ModelConfig:
     surrogate_scale: float = 0.0  # 0 = the surrogate's default slope
     readout_beta: float = 1.0  # 1 = pure accumulator
     backend: str = "auto"
+    precision: str = "float32"  # matmul operands: float32 | bfloat16 (mixed precision)
 
 
 @dataclass
@@ -108,6 +110,7 @@ class RunConfig:
         _one_of("model.surrogate", self.model.surrogate, surrogate_names())
         _one_of("model.backend", self.model.backend, BACKENDS)
         _one_of("train.lr_schedule", self.train.lr_schedule, LR_SCHEDULES)
+        _one_of("model.precision", self.model.precision, PRECISIONS)
         for key, value in (
             ("data.limit", self.data.limit),
             ("data.test_limit", self.data.test_limit),

@@ -36,8 +36,7 @@ def evaluate_run(run_dir: Path, steps: int | None = None) -> dict[str, Any]:
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1; got {steps}")
     _set_threads(config.train.threads)
-    device = torch.device("cpu")
-    data = _load_data(config, device)
+    data = _load_data(config)
     model = load_run_model(Path(run_dir), config).eval()
     accuracy = evaluate(
         model, config, data.test_x, data.test_y, steps, config.seed + _EVAL_SEED_OFFSET
@@ -49,7 +48,8 @@ def plot_run(run_dir: Path, max_steps: int = 20) -> list[Path]:
     """Draw a run's figures; return the PNG paths.
 
     accuracy.png (per epoch), accuracy_vs_steps.png (T = 1..max_steps), membranes.png (readout
-    membranes of the first test sample, Bondarev's figure 3) and raster_layer{k}.png per hidden layer.
+    membranes of the first test sample, Bondarev's figure 3) and raster_layer{k}.png for each
+    hidden layer.
     """
     run_dir = Path(run_dir)
     config = load_run(run_dir)
@@ -59,7 +59,7 @@ def plot_run(run_dir: Path, max_steps: int = 20) -> list[Path]:
     metrics = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
     if metrics:
         paths.append(viz.plot_accuracy_curves(metrics, run_dir / "accuracy.png", str(run_dir.name)))
-    data = _load_data(config, torch.device("cpu"))
+    data = _load_data(config)
     model = load_run_model(run_dir, config).eval()
     steps = list(range(1, max_steps + 1))
     accuracy = [
