@@ -192,7 +192,7 @@ def test_interrupted_training_exits_130_with_the_resume_hint(tmp_path, capsys, m
 
     real_train = bptt.train_bptt
     monkeypatch.setattr(
-        "spikeforge.run.train_bptt", lambda *a, **k: real_train(*a, on_batch=interrupt, **k)
+        "spikeforge.run.bptt.train_bptt", lambda *a, **k: real_train(*a, on_batch=interrupt, **k)
     )
     out = tmp_path / "run"
     status = cli.main(["train", str(DIGITS), *FAST, "--set", "data.limit=200", "--out", str(out)])

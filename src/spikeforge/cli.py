@@ -44,13 +44,14 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from spikeforge.run import load_config, train_bptt
+    from spikeforge.run import load_config, train
 
     config = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    summary = train_bptt(config, out, resume=args.resume)
+    summary = train(config, out, resume=args.resume)
+    steps = f" (T = {summary['test_steps']})" if "test_steps" in summary else ""
     print(
-        f"test accuracy {summary['test_accuracy']:.4f} (T = {summary['test_steps']}) | "
+        f"test accuracy {summary['test_accuracy']:.4f}{steps} | "
         f"train {summary['train_seconds']:.1f} s, {summary['train_samples']} samples, "
         f"{summary['samples_per_second']:.0f} samples/s | run directory {out}"
     )

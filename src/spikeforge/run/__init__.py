@@ -9,6 +9,7 @@ from spikeforge.run.bptt import (
 )
 from spikeforge.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spikeforge.run.config import ConfigError, RunConfig, load_config
+from spikeforge.run.train import train
 
 __all__ = [
     "CheckpointError",
@@ -21,5 +22,6 @@ __all__ = [
     "load_config",
     "load_run_model",
     "save_checkpoint",
+    "train",
     "train_bptt",
 ]
