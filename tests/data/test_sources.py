@@ -306,3 +306,8 @@ def test_check_finds_corruption_and_fetch_repairs_it(fake):
         dataset_dir("mnist", fake.root)
     assert fake.fetch(source_dir=folder).source == f"directory {folder}"
     assert check("mnist", fake.root) == []
+
+
+def test_digits_needs_no_fetch():
+    with pytest.raises(DataError, match="ships with scikit-learn"):
+        fetch("digits")

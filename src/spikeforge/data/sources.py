@@ -177,6 +177,11 @@ def default_root(root: str | Path | None = None) -> Path:
 
 
 def _spec(name: str) -> DatasetSpec:
+    if name == "digits":
+        raise DataError(
+            "digits ships with scikit-learn and needs no fetch or check; use it directly "
+            "(data.name = \"digits\")"
+        )
     if name not in DATASETS:
         valid = ", ".join(sorted(DATASETS))
         raise DataError(f"unknown dataset {name!r}; choose one of: {valid}")
