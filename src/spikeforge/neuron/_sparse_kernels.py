@@ -1,0 +1,269 @@
+"""Numba CPU kernels of the sparse spiking backward (Perez-Nieves & Goodman 2021).
+
+Imported lazily by :mod:`spikeforge.neuron.sparse`, whose PyTorch path is the reference.
+
+Layouts: the current is time-major ``[T, B, N]``; an *active entry* ``e`` is one ``(t, b, j)``
+with ``|u - threshold| < active_bound``. The forward stores entries batch item by batch item,
+each batch item's entries in time order, as four flat arrays: ``row[e] = t * B + b``,
+``neuron[e] = j``, ``surrogate[e] = sigma'(u - threshold)`` and ``successor[e]``, the entry of
+``(t + 1, b, j)`` when that one is active and no spike reset the neuron at ``t`` (-1 otherwise).
+The backward walks each batch item's entries in reverse time order, so parallel work over batch
+items never writes the same row of the input gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(inline="always")
+def _surrogate(x, code, scale):
+    a = abs(x) * scale
+    if code == 1:
+        d = a + 1.0
+        return 1.0 / (d * d)
+    return math.exp(-a)
+
+
+@nb.njit(parallel=True, cache=True)
+def lif_forward_count(current, beta, threshold, bound, spikes_float, counts):
+    """LIF scan per batch item; writes the float spikes and the active-entry count per item.
+
+    ``current``/``spikes_float``: ``[T, B, N]``; ``counts``: ``[B]`` int64.
+    """
+    steps, batch, width = current.shape
+    for b in nb.prange(batch):
+        v = np.zeros(width, dtype=current.dtype)
+        n = 0
+        for t in range(steps):
+            for j in range(width):
+                u = beta * v[j] + current[t, b, j]
+                fired = u >= threshold
+                spikes_float[t, b, j] = 1.0 if fired else 0.0
+                if abs(u - threshold) < bound:
+                    n += 1
+                v[j] = 0.0 if fired else u
+        counts[b] = n
+
+
+@nb.njit(parallel=True, cache=True)
+def lif_forward_gather(
+    current, beta, threshold, bound, code, scale, offsets, row, neuron, surrogate, successor
+):
+    """Second pass of the same scan: write the active entries from ``offsets[b]`` on."""
+    steps, batch, width = current.shape
+    for b in nb.prange(batch):
+        v = np.zeros(width, dtype=current.dtype)
+        previous = np.full(width, -1, dtype=np.int64)  # entry at t-1 that carries into t
+        e = offsets[b]
+        for t in range(steps):
+            for j in range(width):
+                u = beta * v[j] + current[t, b, j]
+                fired = u >= threshold
+                x = u - threshold
+                carry_from = -1
+                if abs(x) < bound:
+                    row[e] = t * batch + b
+                    neuron[e] = j
+                    surrogate[e] = _surrogate(x, code, scale)
+                    successor[e] = -1
+                    if previous[j] >= 0:
+                        successor[previous[j]] = e
+                    if not fired:
+                        carry_from = e
+                    e += 1
+                previous[j] = carry_from
+                v[j] = 0.0 if fired else u
+
+
+@nb.njit(parallel=True, cache=True)
+def count_spikes(spikes, counts):
+    """Non-zeros per row of a 0/1 matrix ``[R, I]``; returns how many entries are not 0 or 1."""
+    rows, cols = spikes.shape
+    bad = 0
+    for r in nb.prange(rows):
+        n = 0
+        for c in range(cols):
+            value = spikes[r, c]
+            if value != 0:
+                n += 1
+                if value != 1:
+                    bad += 1
+        counts[r] = n
+    return bad
+
+
+@nb.njit(parallel=True, cache=True)
+def gather_spikes(spikes, offsets, columns):
+    """Column indices of the ones of each row (compressed sparse rows)."""
+    rows, cols = spikes.shape
+    for r in nb.prange(rows):
+        e = offsets[r]
+        for c in range(cols):
+            if spikes[r, c] != 0:
+                columns[e] = c
+                e += 1
+
+
+@nb.njit(parallel=True, cache=True)
+def sparse_backward(
+    grad_spikes,
+    grad_given,
+    per_entry,
+    row,
+    neuron,
+    surrogate,
+    successor,
+    entry_offsets,
+    beta,
+    weight,
+    input_offsets,
+    input_columns,
+    grad_entries,
+    grad_weight_parts,
+    grad_input,
+    want_weight,
+    want_input,
+):
+    """Gradients from the active entries alone.
+
+    ``d[e] = g[e] * sigma'[e] + beta * d[successor[e]]`` (newest entry first), then
+    ``dW[j, i] += d[e]`` for every input spike ``i`` of the entry's row (``grad_weight_parts``
+    holds one ``[O, I]`` partial sum per thread) and ``dx[row, :] += d[e] * W[j, :]``.
+    ``grad_spikes``: ``[T*B, N]``, or, when ``per_entry``, ``grad_given[e]`` holds ``g`` at each
+    entry (the downstream layer sent its gradient only there); ``grad_input``: ``[T*B, I]``
+    zero-filled (or unused).
+    """
+    batch = entry_offsets.shape[0] - 1
+    in_width = weight.shape[1]
+    for b in nb.prange(batch):
+        part = grad_weight_parts[nb.get_thread_id()]
+        for e in range(entry_offsets[b + 1] - 1, entry_offsets[b] - 1, -1):
+            r = row[e]
+            j = neuron[e]
+            g = grad_given[e] if per_entry else grad_spikes[r, j]
+            d = g * surrogate[e]
+            s = successor[e]
+            if s >= 0:
+                d += beta * grad_entries[s]
+            grad_entries[e] = d
+            if d == 0.0:
+                continue
+            if want_weight:
+                for k in range(input_offsets[r], input_offsets[r + 1]):
+                    part[j, input_columns[k]] += d
+            if want_input:
+                for i in range(in_width):
+                    grad_input[r, i] += d * weight[j, i]
+
+
+@nb.njit(parallel=True, cache=True)
+def csr_current(offsets, columns, weight_t, current):
+    """``current[r, :] = sum of weight_t[i, :]`` over the input spikes ``i`` of row ``r``
+    (the synaptic map ``W b`` of sparse binary ``b``; ``weight_t`` is ``W^T``, ``[I, O]``)."""
+    rows = offsets.shape[0] - 1
+    width = weight_t.shape[1]
+    for r in nb.prange(rows):
+        for o in range(width):
+            current[r, o] = 0.0
+        for k in range(offsets[r], offsets[r + 1]):
+            i = columns[k]
+            for o in range(width):
+                current[r, o] += weight_t[i, o]
+
+
+@nb.njit(parallel=True, cache=True)
+def grad_at_upstream(
+    grad_rows, entry_offsets, row, neuron, grad_entries, weight, up_offsets, up_row, up_neuron, out
+):
+    """Input gradient only where the upstream layer is active: ``out[u]`` is the sum over this
+    layer's entries ``e`` in row ``up_row[u]`` of ``d[e] W[neuron[e], up_neuron[u]]``.
+
+    Entries of both layers are sorted by row within each batch item, so one merge walk per item.
+    ``grad_rows`` is unused when ``grad_entries`` holds d; it keeps one signature for both layers.
+    """
+    batch = entry_offsets.shape[0] - 1
+    for b in nb.prange(batch):
+        p = entry_offsets[b]
+        end = entry_offsets[b + 1]
+        for u in range(up_offsets[b], up_offsets[b + 1]):
+            r = up_row[u]
+            while p < end and row[p] < r:
+                p += 1
+            acc = 0.0
+            q = p
+            i = up_neuron[u]
+            while q < end and row[q] == r:
+                acc += grad_entries[q] * weight[neuron[q], i]
+                q += 1
+            out[u] = acc
+
+
+@nb.njit(parallel=True, cache=True)
+def rows_dot_at_entries(grad_rows, weight, entry_offsets, row, neuron, out):
+    """``out[e] = sum_o grad_rows[row[e], o] * weight[o, neuron[e]]``: a dense map's input
+    gradient ``grad_rows @ W`` evaluated at the upstream active entries only."""
+    batch = entry_offsets.shape[0] - 1
+    width = weight.shape[0]
+    for b in nb.prange(batch):
+        for e in range(entry_offsets[b], entry_offsets[b + 1]):
+            r = row[e]
+            j = neuron[e]
+            acc = 0.0
+            for o in range(width):
+                acc += grad_rows[r, o] * weight[o, j]
+            out[e] = acc
+
+
+@nb.njit(parallel=True, cache=True)
+def csr_weight_grad(offsets, columns, grad_rows, parts):
+    """``parts[thread, i, :] += grad_rows[r, :]`` for every input spike ``(r, i)``: the weight
+    gradient ``(grad_rows^T b)^T`` of a dense map with sparse binary input ``b``."""
+    rows = offsets.shape[0] - 1
+    width = grad_rows.shape[1]
+    for r in nb.prange(rows):
+        part = parts[nb.get_thread_id()]
+        for k in range(offsets[r], offsets[r + 1]):
+            i = columns[k]
+            for o in range(width):
+                part[i, o] += grad_rows[r, o]
+
+
+@nb.njit(parallel=True, cache=True)
+def count_spike_words(words, counts, wrong):
+    """:func:`count_spikes` for uint8 rows read 8 bytes at a time (``words``: ``[R, I/8]``
+    uint64, little-endian): all-zero words, most of a sparse input, cost one test. Writes the
+    ones per row into ``counts`` and the bytes that are neither 0 nor 1 into ``wrong``."""
+    rows, width = words.shape
+    for r in nb.prange(rows):
+        n = 0
+        bad = 0
+        for w in range(width):
+            word = words[r, w]
+            if word != 0:
+                for k in range(8):
+                    byte = (word >> np.uint64(8 * k)) & np.uint64(0xFF)
+                    if byte != 0:
+                        n += 1
+                    if byte > 1:
+                        bad += 1
+        counts[r] = n
+        wrong[r] = bad
+
+
+@nb.njit(parallel=True, cache=True)
+def gather_spike_words(words, offsets, columns):
+    """:func:`gather_spikes` for uint8 rows read 8 bytes at a time."""
+    rows, width = words.shape
+    for r in nb.prange(rows):
+        e = offsets[r]
+        for w in range(width):
+            word = words[r, w]
+            if word != 0:
+                for k in range(8):
+                    if (word >> np.uint64(8 * k)) & np.uint64(0xFF):
+                        columns[e] = 8 * w + k
+                        e += 1

@@ -1,0 +1,514 @@
+"""Sparse spiking gradient descent: a BPTT backward whose cost scales with activity.
+
+Perez-Nieves & Goodman, "Sparse Spiking Gradient Descent" (NeurIPS 2021). The forward is the
+LIF layer of :mod:`spikeforge.neuron.lif` unchanged (Bondarev's model: reset to zero, no synaptic
+current). A neuron is *active* at ``(t, b, j)`` when its pre-reset membrane is near threshold::
+
+    A[t] = |u[t] - threshold| < active_bound        (the paper: 0.2 with threshold 1)
+
+The dense backward of :mod:`spikeforge.neuron.lif` is
+``d[t] = g[t] sigma'[t] + beta (1 - s[t]) d[t+1]`` with ``d = dL/dnet`` and ``g = dL/ds``. The
+sparse backward sets the gradient to zero at every inactive entry, so it flows back in time only
+along runs of consecutive active steps::
+
+    d[t] = A[t] * (g[t] sigma'[t] + beta (1 - s[t]) d[t+1])
+    dL/dW = sum over active (t, b, j) of d[t, b, j] b[t, b, :]     (outer products, summed)
+    dL/db[t, b, :] = sum over active j of d[t, b, j] W[j, :]
+
+This equals autograd of the per-step loop with the gradient of ``u[t]`` multiplied by ``A[t]``
+(:func:`spiking_linear_masked_reference`, the test oracle), and the dense backward when the bound
+covers every neuron (``active_bound = inf``).
+
+What is kept for backward: the active entries (row ``t*B + b``, neuron ``j``, sigma', and the
+index of the entry that carries the gradient back in time: 16 bytes each), the input spikes as
+compressed sparse rows (the column of every one), and the weight. The Numba backend computes
+``d``, the weight gradient (one add per active entry per input spike) and the input gradient
+(one row of W per active entry) from these alone; the PyTorch backend (CUDA) runs the reverse scan
+densely and the two products as sparse-dense matmuls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from spikeforge.neuron.lif import _as_spike_bytes, _SurrogateSpike, lif_scan, resolve_backend
+from spikeforge.neuron.surrogates import get_surrogate
+
+__all__ = [
+    "active_set",
+    "sparse_input_linear",
+    "sparse_spiking_linear",
+    "spiking_linear_masked_reference",
+]
+
+
+def active_set(membrane: torch.Tensor, threshold: float, active_bound: float) -> torch.Tensor:
+    """Boolean mask ``|u - threshold| < active_bound`` of a pre-reset membrane ``u[T, B, N]``."""
+    return (membrane - threshold).abs() < active_bound
+
+
+class _MaskGrad(torch.autograd.Function):
+    """Identity forward; multiplies the incoming gradient by a fixed 0/1 mask."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(mask)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+def spiking_linear_masked_reference(
+    spikes_in: torch.Tensor,
+    weight: torch.Tensor,
+    beta: float,
+    threshold: float,
+    surrogate: str = "inverse-square",
+    scale: float | None = None,
+    active_bound: float | None = None,
+) -> torch.Tensor:
+    """``[T,B,I]`` -> ``[T,B,O]`` spikes by a per-step loop under autograd, gradient of ``u[t]``
+    masked to the active set: what the sparse backward computes, computed naively (test oracle).
+    """
+    sur = get_surrogate(surrogate)
+    scale = sur.default_scale if scale is None else scale
+    bound = sur.active_bound if active_bound is None else active_bound
+    current = torch.stack(
+        [spikes_in[k].to(weight.dtype) @ weight.t() for k in range(len(spikes_in))]
+    )
+    v = torch.zeros_like(current[0])
+    out = []
+    for k in range(current.shape[0]):
+        u = beta * v + current[k]
+        u = _MaskGrad.apply(u, active_set(u.detach(), threshold, bound).to(u.dtype))
+        s = _SurrogateSpike.apply(u - threshold, sur, scale)
+        out.append(s)
+        v = u * (1 - s.detach())
+    return torch.stack(out)
+
+
+# Below this input density the Numba forward builds the synaptic current from the input's ones
+# (a gather-add per spike) instead of the dense matmul; measured faster on this CPU.
+_CSR_FORWARD_DENSITY = 0.05
+
+
+class _ActiveEntries:
+    """The active set of one layer's forward, attached to its output spikes so that the next
+    layer (or the readout) can send back its gradient at these entries only, as a sparse COO
+    tensor whose indices are :meth:`coo_indices` (the Numba backend only)."""
+
+    def __init__(self, row, neuron, entry_offsets, shape):
+        self.row, self.neuron, self.entry_offsets, self.shape = row, neuron, entry_offsets, shape
+        self._indices: torch.Tensor | None = None
+
+    def coo_indices(self) -> torch.Tensor:
+        if self._indices is None:
+            batch = self.shape[1]
+            row = self.row.to(torch.int64)
+            self._indices = torch.stack((row // batch, row % batch, self.neuron.to(torch.int64)))
+        return self._indices
+
+    def values_of(self, grad: torch.Tensor) -> torch.Tensor | None:
+        """The values of a sparse gradient laid out on these entries (None if it is not)."""
+        if not grad.is_sparse or grad._nnz() != self.row.numel() or self._indices is None:
+            return None
+        indices = grad._indices()
+        if indices.data_ptr() == self._indices.data_ptr() or torch.equal(indices, self._indices):
+            return grad._values()
+        return None
+
+    def sparse_grad(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.sparse_coo_tensor(
+            self.coo_indices(), values, self.shape, check_invariants=False
+        )
+
+
+_HANDLE = "_spikeforge_active_entries"
+
+
+def _compact_rows(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """0/1 rows ``[R, I]`` -> (offsets ``[R+1]`` int64, column of every one); errors if not 0/1."""
+    from spikeforge.neuron import _sparse_kernels as kernels
+
+    flat = spikes.reshape(-1, spikes.shape[-1]).contiguous()
+    counts = torch.empty(flat.shape[0], dtype=torch.int64)
+    # bytes whose rows are whole 8-byte words are scanned a word at a time
+    words = (
+        flat.numpy().view(np.uint64)
+        if flat.dtype == torch.uint8 and flat.shape[1] % 8 == 0
+        else None
+    )
+    if words is not None:
+        wrong = np.empty(flat.shape[0], dtype=np.int64)
+        kernels.count_spike_words(words, counts.numpy(), wrong)
+        bad = int(wrong.sum())
+    else:
+        bad = kernels.count_spikes(flat.numpy(), counts.numpy())
+    if bad:
+        raise ValueError(
+            f"spiking layers take 0/1 spikes as input, but {bad} input values are neither 0 nor 1; "
+            "encode analog inputs first (spikeforge.data.poisson_encode or latency_encode)"
+        )
+    offsets = torch.zeros(flat.shape[0] + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=offsets[1:])
+    index_dtype = torch.int16 if flat.shape[1] <= 32767 else torch.int32
+    columns = torch.empty(int(offsets[-1]), dtype=index_dtype)
+    if words is not None:
+        kernels.gather_spike_words(words, offsets.numpy(), columns.numpy())
+    else:
+        kernels.gather_spikes(flat.numpy(), offsets.numpy(), columns.numpy())
+    return offsets, columns
+
+
+class _SparseSpikingLinearFunction(torch.autograd.Function):
+    """Dense forward; backward from the active entries only (see the module docstring)."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        spikes_in,
+        weight,
+        beta,
+        threshold,
+        surrogate,
+        scale,
+        bound,
+        backend,
+        matmul_dtype,
+        stats,
+    ):
+        steps, batch, _ = spikes_in.shape
+        width = weight.shape[0]
+        upstream = getattr(spikes_in, _HANDLE, None) if backend == "numba" else None
+        if backend == "numba":
+            from spikeforge.neuron import _sparse_kernels as kernels
+
+            offsets_in, columns = _compact_rows(spikes_in)
+            if (
+                matmul_dtype == weight.dtype == torch.float32
+                and columns.numel() < _CSR_FORWARD_DENSITY * spikes_in.numel()
+            ):
+                current = torch.empty(steps, batch, width, dtype=weight.dtype)
+                weight_t = weight.detach().t().contiguous()
+                kernels.csr_current(
+                    offsets_in.numpy(),
+                    columns.numpy(),
+                    weight_t.numpy(),
+                    current.view(-1, width).numpy(),
+                )
+            else:
+                current = _dense_current(spikes_in, weight, matmul_dtype)
+            spikes = torch.empty_like(current)
+            counts = torch.empty(batch, dtype=torch.int64)
+            typed = current.numpy().dtype.type
+            args = (current.numpy(), typed(beta), typed(threshold), typed(bound))
+            kernels.lif_forward_count(*args, spikes.numpy(), counts.numpy())
+            entry_offsets = torch.zeros(batch + 1, dtype=torch.int64)
+            torch.cumsum(counts, 0, out=entry_offsets[1:])
+            n = int(entry_offsets[-1])
+            row = torch.empty(n, dtype=torch.int32)
+            neuron = torch.empty(n, dtype=torch.int32)
+            surrogate_at = torch.empty(n, dtype=weight.dtype)
+            successor = torch.empty(n, dtype=torch.int32)
+            kernels.lif_forward_gather(
+                *args,
+                surrogate.code,
+                typed(scale),
+                entry_offsets.numpy(),
+                row.numpy(),
+                neuron.numpy(),
+                surrogate_at.numpy(),
+                successor.numpy(),
+            )
+            ctx.own = _ActiveEntries(row, neuron, entry_offsets, (steps, batch, width))
+            ctx.upstream = upstream
+            up = (upstream.row, upstream.neuron, upstream.entry_offsets) if upstream else ()
+            ctx.save_for_backward(
+                weight,
+                row,
+                neuron,
+                surrogate_at,
+                successor,
+                entry_offsets,
+                offsets_in,
+                columns,
+                *up,
+            )
+        else:
+            current = _dense_current(spikes_in, weight, matmul_dtype)
+            spikes, membrane = lif_scan(current, beta, threshold)
+            active = active_set(membrane, threshold, bound)
+            flat_index = active.view(-1).nonzero().squeeze(1)
+            surrogate_at = surrogate.derivative(membrane.view(-1)[flat_index] - threshold, scale)
+            fired = spikes.view(-1)[flat_index].to(torch.bool)
+            n = flat_index.numel()
+            inputs_u8 = _as_spike_bytes(spikes_in, "torch")
+            ctx.save_for_backward(weight, flat_index, surrogate_at, fired, inputs_u8)
+        ctx.params = (beta, backend, steps, batch, width)
+        ctx.input_is_float = spikes_in.is_floating_point()
+        if stats is not None:
+            stats["active_fraction"] = n / max(current.numel(), 1)
+            stats["active_entries"] = n
+        if backend == "numba":
+            stats["_entries"] = ctx.own  # the next layer sends its gradient back at these
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        beta, backend, steps, batch, width = ctx.params
+        want_weight = ctx.needs_input_grad[1]
+        want_input = ctx.needs_input_grad[0] and ctx.input_is_float
+        if backend == "numba":
+            grad_weight, grad_input = _numba_backward(
+                ctx, grad_spikes, beta, want_weight, want_input
+            )
+        else:
+            grad_spikes = _dense(grad_spikes).reshape(steps * batch, width).contiguous()
+            grad_weight, grad_input = _torch_backward(
+                ctx, grad_spikes, beta, steps, batch, want_weight, want_input
+            )
+        if grad_input is not None and not grad_input.is_sparse:
+            grad_input = grad_input.view(steps, batch, -1)
+        return grad_input, grad_weight, None, None, None, None, None, None, None, None
+
+
+def _dense(grad: torch.Tensor) -> torch.Tensor:
+    return grad.to_dense() if grad.is_sparse else grad
+
+
+def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
+    import numba
+
+    from spikeforge.neuron import _sparse_kernels as kernels
+
+    saved = ctx.saved_tensors
+    weight, row, neuron, surrogate_at, successor, entry_offsets, offsets_in, columns = saved[:8]
+    steps, batch, width = ctx.own.shape
+    rows = steps * batch
+    out_width, in_width = weight.shape
+    given = ctx.own.values_of(grad_spikes)
+    per_entry = given is not None
+    if per_entry:
+        grad_rows = torch.zeros(1, 1, dtype=weight.dtype)
+        given = given.to(weight.dtype).contiguous()
+    else:
+        grad_rows = _dense(grad_spikes).reshape(rows, width).contiguous()
+        given = torch.zeros(1, dtype=weight.dtype)
+    sparse_input = want_input and ctx.upstream is not None
+    dense_input = want_input and not sparse_input
+    grad_entries = torch.empty(row.shape[0], dtype=weight.dtype)
+    parts = numba.get_num_threads() if want_weight else 1
+    grad_weight_parts = torch.zeros(
+        (parts, out_width, in_width) if want_weight else (1, 1, 1), dtype=weight.dtype
+    )
+    grad_input = torch.zeros((rows, in_width) if dense_input else (1, 1), dtype=weight.dtype)
+    w = weight.detach()
+    kernels.sparse_backward(
+        grad_rows.numpy(),
+        given.numpy(),
+        per_entry,
+        row.numpy(),
+        neuron.numpy(),
+        surrogate_at.numpy(),
+        successor.numpy(),
+        entry_offsets.numpy(),
+        w.numpy().dtype.type(beta),
+        w.numpy(),
+        offsets_in.numpy(),
+        columns.numpy(),
+        grad_entries.numpy(),
+        grad_weight_parts.numpy(),
+        grad_input.numpy(),
+        want_weight,
+        dense_input,
+    )
+    grad_weight = grad_weight_parts.sum(0) if want_weight else None
+    if sparse_input:
+        up_row, up_neuron, up_offsets = saved[8:]
+        values = torch.empty(up_row.shape[0], dtype=weight.dtype)
+        kernels.grad_at_upstream(
+            grad_rows.numpy(),
+            entry_offsets.numpy(),
+            row.numpy(),
+            neuron.numpy(),
+            grad_entries.numpy(),
+            w.numpy(),
+            up_offsets.numpy(),
+            up_row.numpy(),
+            up_neuron.numpy(),
+            values.numpy(),
+        )
+        return grad_weight, ctx.upstream.sparse_grad(values)
+    return grad_weight, grad_input if dense_input else None
+
+
+def _dense_current(spikes_in, weight, matmul_dtype):
+    steps, batch, _ = spikes_in.shape
+    inputs = spikes_in.to(matmul_dtype)
+    current = inputs.view(steps * batch, -1) @ weight.to(matmul_dtype).t()
+    return current.to(weight.dtype).view(steps, batch, -1)
+
+
+def _torch_backward(ctx, grad_spikes, beta, steps, batch, want_weight, want_input):
+    weight, flat_index, surrogate_at, fired, inputs_u8 = ctx.saved_tensors
+    width = grad_spikes.shape[1]
+    dtype, device = grad_spikes.dtype, grad_spikes.device
+    # Masked reverse scan: sigma' and the carry factor beta (1 - s) are zero off the active set.
+    sigma = torch.zeros(steps * batch * width, dtype=dtype, device=device)
+    sigma[flat_index] = surrogate_at.to(dtype)
+    keep = torch.zeros_like(sigma)
+    keep[flat_index] = beta * (~fired).to(dtype)
+    sigma, keep = sigma.view(steps, -1), keep.view(steps, -1)
+    g = grad_spikes.view(steps, -1)
+    d = torch.empty_like(g)
+    carry = torch.zeros_like(g[0])
+    for k in range(steps - 1, -1, -1):
+        carry = g[k] * sigma[k] + keep[k] * carry
+        d[k] = carry
+    values = d.view(-1)[flat_index]
+    indices = torch.stack((flat_index // width, flat_index % width))
+    grad_net = torch.sparse_coo_tensor(
+        indices, values, (steps * batch, width), check_invariants=False
+    ).coalesce()
+    grad_weight = grad_input = None
+    if want_weight:
+        inputs = inputs_u8.view(steps * batch, -1).to(dtype)
+        grad_weight = torch.sparse.mm(grad_net.t(), inputs)
+    if want_input:
+        grad_input = torch.sparse.mm(grad_net, weight.detach())
+    return grad_weight, grad_input
+
+
+def sparse_spiking_linear(
+    spikes_in: torch.Tensor,
+    weight: torch.Tensor,
+    beta: float,
+    threshold: float,
+    surrogate: str = "inverse-square",
+    scale: float | None = None,
+    active_bound: float | None = None,
+    backend: str = "auto",
+    matmul_dtype: torch.dtype | None = None,
+    stats: dict | None = None,
+) -> torch.Tensor:
+    """One spiking layer ``[T, B, I]`` -> ``[T, B, O]`` with the sparse backward.
+
+    Same forward and arguments as :func:`spikeforge.neuron.spiking_linear`, plus:
+
+    Args:
+        active_bound: half-width of the active set ``|u - threshold| < active_bound``; None uses
+            the surrogate's own (0.2 for ``inverse-square``; ``inf``, i.e. dense, for ``exp``).
+        stats: if a dict is given, the forward stores ``active_fraction`` (active entries over
+            ``T*B*O``) and ``active_entries`` in it.
+    """
+    if spikes_in.dim() != 3:
+        raise ValueError(f"spikes must be time-major [T, B, N]; got shape {tuple(spikes_in.shape)}")
+    if spikes_in.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"input has {spikes_in.shape[-1]} features but the weight expects {weight.shape[1]}"
+        )
+    sur = get_surrogate(surrogate)
+    scale = sur.default_scale if scale is None else float(scale)
+    bound = sur.active_bound if active_bound is None else float(active_bound)
+    if not bound > 0 or math.isnan(bound):
+        raise ValueError(f"active_bound must be positive (inf = every neuron); got {bound}")
+    backend = resolve_backend(backend, weight.device)
+    matmul_dtype = weight.dtype if matmul_dtype is None else matmul_dtype
+    handle = getattr(spikes_in, _HANDLE, None)
+    if spikes_in.dtype == torch.bool:
+        spikes_in = spikes_in.to(torch.uint8)
+    spikes_in = spikes_in.contiguous()
+    if handle is not None:
+        setattr(spikes_in, _HANDLE, handle)
+    stats = {} if stats is None else stats
+    spikes = _SparseSpikingLinearFunction.apply(
+        spikes_in,
+        weight,
+        float(beta),
+        float(threshold),
+        sur,
+        scale,
+        bound,
+        backend,
+        matmul_dtype,
+        stats,
+    )
+    if "_entries" in stats:
+        setattr(spikes, _HANDLE, stats.pop("_entries"))
+    return spikes
+
+
+class _SparseInputLinearFunction(torch.autograd.Function):
+    """``current = b W^T`` for sparse binary ``b`` whose producer only needs its gradient at its
+    active entries: forward and weight gradient from the input's ones, input gradient at the
+    producer's active entries (a sparse COO gradient)."""
+
+    @staticmethod
+    def forward(ctx, spikes_in, weight, upstream):
+        from spikeforge.neuron import _sparse_kernels as kernels
+
+        steps, batch, _ = spikes_in.shape
+        offsets, columns = _compact_rows(spikes_in)
+        current = torch.empty(steps * batch, weight.shape[0], dtype=weight.dtype)
+        weight_t = weight.detach().t().contiguous()
+        kernels.csr_current(offsets.numpy(), columns.numpy(), weight_t.numpy(), current.numpy())
+        ctx.upstream = upstream
+        ctx.save_for_backward(
+            weight, offsets, columns, upstream.row, upstream.neuron, upstream.entry_offsets
+        )
+        return current.view(steps, batch, -1)
+
+    @staticmethod
+    def backward(ctx, grad_current):
+        import numba
+
+        from spikeforge.neuron import _sparse_kernels as kernels
+
+        weight, offsets, columns, up_row, up_neuron, up_offsets = ctx.saved_tensors
+        grad_rows = grad_current.reshape(-1, weight.shape[0]).contiguous().to(weight.dtype)
+        grad_weight = grad_input = None
+        w = weight.detach().contiguous()
+        if ctx.needs_input_grad[1]:
+            parts = torch.zeros(numba.get_num_threads(), weight.shape[1], weight.shape[0])
+            kernels.csr_weight_grad(
+                offsets.numpy(), columns.numpy(), grad_rows.numpy(), parts.numpy()
+            )
+            grad_weight = parts.sum(0).t().to(weight.dtype)
+        if ctx.needs_input_grad[0]:
+            values = torch.empty(up_row.shape[0], dtype=weight.dtype)
+            kernels.rows_dot_at_entries(
+                grad_rows.numpy(),
+                w.numpy(),
+                up_offsets.numpy(),
+                up_row.numpy(),
+                up_neuron.numpy(),
+                values.numpy(),
+            )
+            grad_input = ctx.upstream.sparse_grad(values)
+        return grad_input, grad_weight, None
+
+
+def sparse_input_linear(spikes_in: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``[T, B, I]`` 0/1 spikes -> ``[T, B, O]`` currents ``W b[t]``.
+
+    When ``spikes_in`` comes from a sparse-backward layer on the Numba backend, the product
+    runs over the input's ones and sends the input gradient back only at that layer's active
+    entries (all the layer's backward reads); otherwise it is a plain matmul.
+    """
+    if spikes_in.dim() != 3 or spikes_in.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"input of shape {tuple(spikes_in.shape)} has {spikes_in.shape[-1]} features but the "
+            f"weight expects {weight.shape[1]}"
+        )
+    upstream = getattr(spikes_in, _HANDLE, None)
+    if upstream is None or weight.device.type != "cpu" or weight.dtype != torch.float32:
+        steps, batch, _ = spikes_in.shape
+        current = spikes_in.to(weight.dtype).reshape(steps * batch, -1) @ weight.t()
+        return current.view(steps, batch, -1)
+    return _SparseInputLinearFunction.apply(spikes_in, weight, upstream)

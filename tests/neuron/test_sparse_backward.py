@@ -1,0 +1,125 @@
+"""The sparse backward (Perez-Nieves & Goodman 2021) against dense and masked references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spikeforge.neuron import spiking_linear, spiking_linear_reference
+from spikeforge.neuron.sparse import (
+    active_set,
+    sparse_spiking_linear,
+    spiking_linear_masked_reference,
+)
+
+BACKENDS = ["numba", "torch"]
+
+
+def _problem(seed=0, steps=15, batch=4, inputs=24, outputs=9, density=0.3):
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(steps, batch, inputs, generator=gen) < density).float().requires_grad_()
+    w = (torch.randn(outputs, inputs, generator=gen) * 0.6).requires_grad_()
+    g = torch.randn(steps, batch, outputs, generator=gen)
+    return x, w, g
+
+
+def _grads(out, g, x, w):
+    return torch.autograd.grad((out * g).sum(), [x, w])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("surrogate", ["inverse-square", "exp"])
+def test_unbounded_active_set_equals_dense_backward(backend, surrogate):
+    x, w, g = _problem()
+    sparse = sparse_spiking_linear(x, w, 0.9, 1.0, surrogate, None, math.inf, backend)
+    dense = spiking_linear(x, w, 0.9, 1.0, surrogate, None, backend)
+    oracle = spiking_linear_reference(x, w, 0.9, 1.0, surrogate)
+    assert torch.equal(sparse, dense)
+    grads = zip(
+        _grads(sparse, g, x, w), _grads(dense, g, x, w), _grads(oracle, g, x, w), strict=True
+    )
+    for a, b, c in grads:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bound", [0.5, 0.2, 0.05])
+def test_finite_bound_equals_masked_dense_backward(backend, bound):
+    x, w, g = _problem(seed=1)
+    stats: dict = {}
+    sparse = sparse_spiking_linear(
+        x, w, 0.9, 1.0, "inverse-square", None, bound, backend, None, stats
+    )
+    masked = spiking_linear_masked_reference(x, w, 0.9, 1.0, "inverse-square", None, bound)
+    dense = spiking_linear(x, w, 0.9, 1.0, "inverse-square", None, backend)
+    assert torch.equal(sparse, masked)
+    sparse_grads, masked_grads = _grads(sparse, g, x, w), _grads(masked, g, x, w)
+    for a, b in zip(sparse_grads, masked_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the bound really drops gradient: the plain dense backward differs
+    assert not torch.allclose(sparse_grads[1], _grads(dense, g, x, w)[1], atol=1e-4)
+    assert 0 < stats["active_fraction"] < 1
+
+
+def test_public_entry_point_and_uint8_input():
+    x, w, g = _problem(seed=2)
+    via_lif = spiking_linear(
+        x.detach().to(torch.uint8), w, 0.9, 1.0, "inverse-square", backward="sparse"
+    )
+    direct = sparse_spiking_linear(x.detach(), w, 0.9, 1.0, "inverse-square", None, 0.2)
+    assert torch.equal(via_lif, direct)
+    (gw,) = torch.autograd.grad((via_lif * g).sum(), [w])
+    (gw2,) = torch.autograd.grad((direct * g).sum(), [w])
+    torch.testing.assert_close(gw, gw2)
+
+
+def test_chain_through_time_stops_at_inactive_steps_and_resets():
+    """Hand computation for one neuron: d[t] = A[t] (g[t] s'[t] + beta (1 - s[t]) d[t+1])."""
+    beta, k = 0.5, 100.0
+    current = torch.tensor([0.9, 0.1, 0.45, 0.2, 0.5])  # u = .9, .55, .725, .5625, .78125
+    x = torch.eye(5).unsqueeze(1).requires_grad_()  # input i spikes only at step i
+    w = current.view(1, 5).clone().requires_grad_()
+    out = sparse_spiking_linear(x, w, beta, 1.0, "inverse-square", k, 0.3, "numba")
+    u = torch.tensor([0.9, 0.55, 0.725, 0.5625, 0.78125])
+    assert out.sum() == 0
+    active = (u - 1).abs() < 0.3  # T F T F T
+    g = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    sig = 1 / (k * (u - 1).abs() + 1) ** 2
+    expected = torch.zeros(5)
+    carry = 0.0
+    for t in range(4, -1, -1):
+        carry = float(active[t]) * (g[t] * sig[t] + beta * carry)
+        expected[t] = carry
+    gx, gw = torch.autograd.grad((out * g.view(5, 1, 1)).sum(), [x, w])
+    torch.testing.assert_close(gw.view(5), expected)  # dW[0, i] = d[i] (input i at step i)
+    torch.testing.assert_close(gx.view(5, 5).diagonal(), expected * current)
+
+
+def test_active_set_of_hand_made_trace():
+    membrane = torch.tensor([[0.0, 0.81, 0.79, 1.19, 1.21, 1.0, 5.0, 0.95]]).view(8, 1, 1)
+    mask = active_set(membrane, threshold=1.0, active_bound=0.2).view(-1)
+    assert mask.tolist() == [False, True, False, True, False, True, False, True]
+
+
+def test_active_set_recorded_by_forward_matches_membrane():
+    x, w, _ = _problem(seed=3, steps=30)
+    stats: dict = {}
+    sparse_spiking_linear(x, w, 0.9, 1.0, "inverse-square", None, 0.2, "numba", None, stats)
+    from spikeforge.neuron import lif_scan
+
+    current = x.detach() @ w.detach().t()
+    membrane = lif_scan(current, 0.9, 1.0)[1]
+    assert stats["active_entries"] == int(active_set(membrane, 1.0, 0.2).sum())
+
+
+def test_bad_input_messages():
+    x, w, _ = _problem()
+    with pytest.raises(ValueError, match="active_bound must be positive"):
+        sparse_spiking_linear(x, w, 0.9, 1.0, active_bound=0.0)
+    with pytest.raises(ValueError, match="neither 0 nor 1"):
+        sparse_spiking_linear(x.detach() * 0.5, w, 0.9, 1.0, backend="numba")
+    with pytest.raises(ValueError, match="unknown backward"):
+        spiking_linear(x, w, 0.9, 1.0, backward="fast")

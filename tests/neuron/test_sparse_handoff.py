@@ -1,0 +1,107 @@
+"""Stacked sparse layers hand their gradients over at the active entries only (Numba backend);
+the result must equal the PyTorch backend, which passes dense gradients, and the masked oracle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spikeforge.neuron.sparse import (
+    sparse_input_linear,
+    sparse_spiking_linear,
+    spiking_linear_masked_reference,
+)
+from spikeforge.nn import SpikingMLP
+
+
+def _stack(backend, x, w1, w2, readout):
+    h1 = sparse_spiking_linear(x, w1, 0.9, 1.0, "inverse-square", None, 0.3, backend)
+    h2 = sparse_spiking_linear(h1, w2, 0.9, 1.0, "inverse-square", None, 0.3, backend)
+    current = sparse_input_linear(h2, readout)
+    return current.amax(0)
+
+
+def _weights(seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(20, 6, 40, generator=gen) < 0.15).to(torch.uint8)
+    w1 = (torch.randn(30, 40, generator=gen) * 0.7).requires_grad_()
+    w2 = (torch.randn(25, 30, generator=gen) * 0.7).requires_grad_()
+    readout = (torch.randn(5, 25, generator=gen) * 0.3).requires_grad_()
+    return x, w1, w2, readout
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_numba_stack_equals_torch_stack_and_masked_oracle(seed):
+    x, w1, w2, readout = _weights(seed)
+    g = torch.randn(6, 5, generator=torch.Generator().manual_seed(seed + 10))
+    numba_out = _stack("numba", x, w1, w2, readout)
+    torch_out = _stack("torch", x, w1, w2, readout)
+    h1 = spiking_linear_masked_reference(x, w1, 0.9, 1.0, "inverse-square", None, 0.3)
+    h2 = spiking_linear_masked_reference(h1, w2, 0.9, 1.0, "inverse-square", None, 0.3)
+    oracle_out = (h2 @ readout.t()).amax(0)
+    torch.testing.assert_close(numba_out, torch_out)
+    torch.testing.assert_close(numba_out, oracle_out)
+    params = [w1, w2, readout]
+    numba_grads = torch.autograd.grad((numba_out * g).sum(), params)
+    torch_grads = torch.autograd.grad((torch_out * g).sum(), params)
+    oracle_grads = torch.autograd.grad((oracle_out * g).sum(), params)
+    for a, b, c in zip(numba_grads, torch_grads, oracle_grads, strict=True):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-6)
+
+
+def test_readout_sends_a_sparse_gradient_at_the_active_entries():
+    x, w1, _, _ = _weights(2)
+    readout = torch.randn(5, 30, generator=torch.Generator().manual_seed(3)).requires_grad_()
+    h1 = sparse_spiking_linear(x, w1, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
+    seen = {}
+    h1.register_hook(lambda grad: seen.setdefault("grad", grad))
+    sparse_input_linear(h1, readout).sum().backward()
+    grad = seen["grad"]
+    assert grad.is_sparse and 0 < grad._nnz() < h1.numel() / 2
+    # at its entries it equals the dense gradient ones @ W
+    expected = torch.ones(20, 6, 5) @ readout.detach()
+    index = grad._indices()
+    torch.testing.assert_close(grad._values(), expected[index[0], index[1], index[2]])
+    torch.testing.assert_close(readout.grad, torch.ones(5, 1) * h1.detach().sum((0, 1)))
+
+
+def test_sparse_input_linear_checks_width():
+    x, w1, _, readout = _weights(2)
+    h1 = sparse_spiking_linear(x, w1, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
+    with pytest.raises(ValueError, match="30 features but the weight expects 25"):
+        sparse_input_linear(h1, readout)
+
+
+def test_model_with_regularizer_style_dense_gradient_still_matches():
+    """A second, dense consumer of the hidden spikes turns the handed-over gradient dense."""
+    torch.manual_seed(0)
+    x = (torch.rand(20, 6, 40) < 0.15).to(torch.uint8)
+    models = {
+        backend: SpikingMLP(
+            [40, 30, 30, 5],
+            0.9,
+            [1.0, 1.0],
+            "inverse-square",
+            backend=backend,
+            backward="sparse",
+            active_bound=0.3,
+            readout="max",
+            readout_beta=0.9,
+        )
+        for backend in ("numba", "torch")
+    }
+    models["torch"].load_state_dict(models["numba"].state_dict())
+    with torch.no_grad():
+        for model in models.values():
+            for layer in model.hidden:
+                layer.weight.mul_(4.0)
+    grads = {}
+    for backend, model in models.items():
+        scores, hidden = model.forward_with_spikes(x)
+        loss = scores.square().sum() + sum(h.sum(0).square().mean() for h in hidden)
+        loss.backward()
+        grads[backend] = [p.grad for p in model.parameters()]
+    for a, b in zip(grads["numba"], grads["torch"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
