@@ -29,6 +29,9 @@ test: $(STAMP)
 # Peers for the benchmarks, installed without their dependencies so torch stays 2.13.0.
 bench-deps: $(STAMP)
 	$(PIP) install --quiet --no-deps "snntorch==1.0.0"
+	# BindsNET's model code needs only torch, numpy and scipy (already here); its package
+	# __init__ would also import torchvision, gymnasium, OpenCV: the benchmark skips it.
+	$(PIP) install --quiet --no-deps "bindsnet==0.3.4"
 
 bench: bench-deps data
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

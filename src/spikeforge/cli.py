@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="fetch or verify a dataset")
     data.add_argument("action", choices=["fetch", "check"])
-    data.add_argument("name", help="mnist or fashion-mnist")
+    data.add_argument("name", help="mnist, fashion-mnist, nmnist or shd")
     data.add_argument("--root", default=None, help="cache directory (default ~/.cache/spikeforge)")
     data.add_argument(
         "--from", dest="source_dir", default=None, help="a directory holding the files"

@@ -13,9 +13,13 @@ import numpy as np  # noqa: E402
 
 __all__ = [
     "plot_accuracy_curves",
+    "plot_active_fraction",
     "plot_accuracy_vs_steps",
     "plot_membranes",
     "plot_raster",
+    "plot_confusion",
+    "plot_receptive_fields",
+    "plot_stdp_training",
 ]
 
 
@@ -44,6 +48,28 @@ def plot_accuracy_curves(metrics: Sequence[dict], path: Path, title: str = "") -
     loss_ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_active_fraction(metrics: Sequence[dict], path: Path, title: str = "") -> Path:
+    """Active fraction of each hidden layer per epoch (sparse backward: entries with
+    ``|u - threshold| < active_bound`` over ``T*B*N``), from ``metrics.jsonl`` records."""
+    rows = [m for m in metrics if "active_fraction" in m]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for k in range(len(rows[0]["active_fraction"]) if rows else 0):
+        ax.plot(
+            [m["epoch"] for m in rows],
+            [100 * m["active_fraction"][k] for m in rows],
+            "o-",
+            label=f"hidden layer {k + 1}",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("active entries (% of T·B·N)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
     return _save(fig, path)
 
 
@@ -89,4 +115,71 @@ def plot_raster(spikes: np.ndarray, path: Path, title: str) -> Path:
     ax.set_ylabel("neuron")
     rate = spikes.mean()
     ax.set_title(f"{title} ({rate:.3f} spikes per neuron per step)")
+    return _save(fig, path)
+
+
+def plot_confusion(matrix: np.ndarray, path: Path, title: str = "") -> Path:
+    """Confusion matrix ``[C, C]`` (rows: true class, columns: predicted), counts annotated."""
+    matrix = np.asarray(matrix)
+    classes = matrix.shape[0]
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    image = ax.imshow(matrix, cmap="Blues")
+    for t in range(classes):
+        for p in range(classes):
+            colour = "white" if matrix[t, p] > matrix.max() / 2 else "black"
+            ax.text(p, t, str(matrix[t, p]), ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(classes))
+    ax.set_yticks(range(classes))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_receptive_fields(
+    weights: np.ndarray, shape: tuple[int, int], path: Path, labels: Sequence[int] | None = None
+) -> Path:
+    """Each neuron's incoming weights ``weights[:, i]`` (``[K, N]``, K = H*W) as an image grid,
+    titled by the neuron's assigned class when ``labels`` is given."""
+    weights = np.asarray(weights)
+    neurons = weights.shape[1]
+    side = int(np.ceil(np.sqrt(neurons)))
+    fig, axes = plt.subplots(side, side, figsize=(side * 0.9, side * 0.9), squeeze=False)
+    vmax = weights.max()
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index < neurons:
+            ax.imshow(weights[:, index].reshape(shape), cmap="hot_r", vmin=0, vmax=vmax)
+            if labels is not None:
+                ax.set_title(str(labels[index]), fontsize=6, pad=1)
+    fig.subplots_adjust(wspace=0.05, hspace=0.3)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_stdp_training(metrics: Sequence[dict], path: Path, title: str = "") -> Path:
+    """Windowed training accuracy, spikes per image and mean adaptive threshold against images
+    seen (Diehl & Cook runs): activity dying as thresholds grow shows up here."""
+    images = [m["images"] for m in metrics]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    axes[0].plot(images, [100 * m["window_train_accuracy"] for m in metrics], "o-")
+    axes[0].set_ylabel("windowed training accuracy (%)")
+    axes[1].plot(images, [m["spikes_per_image"] for m in metrics], "o-", label="spikes")
+    axes[1].plot(
+        images, [m["presentations_per_image"] for m in metrics], "s-", label="presentations"
+    )
+    axes[1].set_ylabel("per image")
+    axes[1].legend()
+    axes[2].plot(images, [m["theta_mean"] for m in metrics], "o-", label="mean")
+    axes[2].plot(images, [m["theta_max"] for m in metrics], "s-", label="max")
+    axes[2].set_ylabel("adaptive threshold theta (mV)")
+    axes[2].legend()
+    for ax in axes:
+        ax.set_xlabel("training images")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)

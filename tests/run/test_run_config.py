@@ -231,3 +231,18 @@ def test_saved_config_reloads_to_an_equal_config(tmp_path):
 def test_defaults_are_valid_and_round_trip_through_a_dict():
     config = RunConfig().validate()
     assert config_from_dict(config_to_dict(config)) == config
+
+
+def test_thread_setting_holds_for_torch_and_numba():
+    import numba
+    import torch
+
+    from spikeforge.run.bptt import _set_threads
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        _set_threads(1)
+        assert (torch.get_num_threads(), numba.get_num_threads()) == (1, 1)
+    finally:
+        numba.set_num_threads(before[1])
+        torch.set_num_threads(before[0])

@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _MARKER = ".verified.json"
+_EVENT_SETS = ("nmnist", "shd")  # fetched by data/events.py: a local copy (--from DIR) only
 _CHUNK = 1 << 20
 _MIRROR_TIMEOUT_S = 5.0  # per request; an offline machine fails in milliseconds anyway
 _MIRROR_BUDGET_S = 10.0  # for all mirrors of one fetch together
@@ -180,10 +181,10 @@ def _spec(name: str) -> DatasetSpec:
     if name == "digits":
         raise DataError(
             "digits ships with scikit-learn and needs no fetch or check; use it directly "
-            "(data.name = \"digits\")"
+            '(data.name = "digits")'
         )
     if name not in DATASETS:
-        valid = ", ".join(sorted(DATASETS))
+        valid = ", ".join(sorted(DATASETS) + list(_EVENT_SETS))
         raise DataError(f"unknown dataset {name!r}; choose one of: {valid}")
     return DATASETS[name]
 
@@ -436,6 +437,10 @@ def fetch(
         DataError: If the name is unknown, ``source_dir`` does not exist, or no source had a
             verified copy of every file.
     """
+    if name in _EVENT_SETS:  # N-MNIST, SHD: no public mirror here; see data/events.py
+        from .events import fetch_events
+
+        return fetch_events(name, root=root, source_dir=source_dir, log=log)
     spec = _spec(name)
     cache = default_root(root) / name
     if source_dir is None and os.environ.get("SPIKEFORGE_DATA_FROM"):
@@ -499,6 +504,10 @@ def check(name: str, root: str | Path | None = None) -> list[str]:
     Raises:
         DataError: If the name is unknown.
     """
+    if name in _EVENT_SETS:
+        from .events import check_events
+
+        return check_events(name, root)
     spec = _spec(name)
     cache = default_root(root) / name
     problems = []

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 _BACKENDS = ("auto", "torch", "numba")
+_BACKWARDS = ("dense", "sparse")
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -266,6 +267,9 @@ def spiking_linear(
     scale: float | None = None,
     backend: str = "auto",
     matmul_dtype: torch.dtype | None = None,
+    backward: str = "dense",
+    active_bound: float | None = None,
+    stats: dict | None = None,
 ) -> torch.Tensor:
     """One spiking layer over all time steps: ``[T, B, I]`` spikes -> ``[T, B, O]`` spikes.
 
@@ -283,6 +287,12 @@ def spiking_linear(
             mantissa bits for the product only; membranes, scans, the returned gradients and
             the weights themselves stay in ``weight.dtype``. It is 3-6x faster on CPUs with
             AMX or AVX-512-BF16.
+        backward: ``dense`` (the BPTT of the module docstring) or ``sparse`` (Perez-Nieves &
+            Goodman 2021: gradients from the active set only; see
+            :mod:`spikeforge.neuron.sparse`). The forward is the same.
+        active_bound: sparse only: the active set is ``|u - threshold| < active_bound`` (None:
+            the surrogate's own bound).
+        stats: sparse only: a dict that receives the forward's ``active_fraction``.
 
     Returns:
         Output spikes ``[T, B, O]`` as ``weight.dtype`` (0/1).
@@ -292,6 +302,23 @@ def spiking_linear(
     if spikes_in.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"input has {spikes_in.shape[-1]} features but the weight expects {weight.shape[1]}"
+        )
+    if backward not in _BACKWARDS:
+        raise ValueError(f"unknown backward {backward!r}; choose one of: {', '.join(_BACKWARDS)}")
+    if backward == "sparse":
+        from spikeforge.neuron.sparse import sparse_spiking_linear
+
+        return sparse_spiking_linear(
+            spikes_in,
+            weight,
+            beta,
+            threshold,
+            surrogate,
+            scale,
+            active_bound,
+            backend,
+            matmul_dtype,
+            stats,
         )
     sur = get_surrogate(surrogate)
     scale = sur.default_scale if scale is None else float(scale)

@@ -11,8 +11,15 @@ import torch
 from torch import nn
 
 from spikeforge.neuron import get_surrogate, lif_scan, spiking_linear
+from spikeforge.neuron.sparse import sparse_input_linear
 
-__all__ = ["SpikingLinear", "AccumulatorReadout", "uniform_fan_in_", "MATMUL_PRECISIONS"]
+__all__ = [
+    "SpikingLinear",
+    "AccumulatorReadout",
+    "uniform_fan_in_",
+    "MATMUL_PRECISIONS",
+    "READOUTS",
+]
 
 MATMUL_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -39,6 +46,9 @@ class SpikingLinear(nn.Module):
         precision: operand precision of the synaptic matmuls: ``float32`` or ``bfloat16``
             (mixed precision: exact spikes, bf16-rounded weights and gradients in the
             products only; see :func:`spikeforge.neuron.spiking_linear`).
+        backward: ``dense`` BPTT or ``sparse`` (Perez-Nieves & Goodman 2021, gradients from
+            the active set ``|u - threshold| < active_bound`` only).
+        active_bound: the sparse backward's bound (None: the surrogate's own).
 
     Shape:
         input ``[T, B, I]`` of 0/1 spikes (uint8, bool or float) -> output ``[T, B, O]`` float 0/1.
@@ -54,10 +64,14 @@ class SpikingLinear(nn.Module):
         surrogate_scale: float | None = None,
         backend: str = "auto",
         precision: str = "float32",
+        backward: str = "dense",
+        active_bound: float | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must lie in [0, 1]; got {beta}")
+        if backward not in ("dense", "sparse"):
+            raise ValueError(f"backward must be 'dense' or 'sparse'; got {backward!r}")
         if precision not in MATMUL_PRECISIONS:
             raise ValueError(
                 f"precision must be one of {', '.join(MATMUL_PRECISIONS)}; got {precision!r}"
@@ -72,9 +86,30 @@ class SpikingLinear(nn.Module):
         self.surrogate_scale = surrogate_scale
         self.backend = backend
         self.precision = precision
+        self.backward = backward
+        self.active_bound = active_bound
+        # Diagnostic of the latest sparse forward (active entries / T*B*O); read, never used.
+        self.last_active_fraction: float | None = None
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         matmul_dtype = None if self.precision == "float32" else MATMUL_PRECISIONS[self.precision]
+        if self.backward == "sparse":
+            stats: dict = {}
+            out = spiking_linear(
+                spikes,
+                self.weight,
+                self.beta,
+                self.threshold,
+                self.surrogate,
+                self.surrogate_scale,
+                self.backend,
+                matmul_dtype,
+                backward="sparse",
+                active_bound=self.active_bound,
+                stats=stats,
+            )
+            self.last_active_fraction = stats["active_fraction"]
+            return out
         return spiking_linear(
             spikes,
             self.weight,
@@ -96,12 +131,17 @@ class SpikingLinear(nn.Module):
         out_features, in_features = self.weight.shape
         return (
             f"{in_features} -> {out_features}, beta={self.beta}, threshold={self.threshold:.4g}, "
-            f"surrogate={self.surrogate}, precision={self.precision}"
+            f"surrogate={self.surrogate}, precision={self.precision}, backward={self.backward}"
         )
 
 
+READOUTS = ("last", "max", "sum")
+
+
 class AccumulatorReadout(nn.Module):
-    """Non-spiking output layer: ``v[k] = beta v[k-1] + W b[k]``; the class scores are ``v[T-1]``.
+    """Non-spiking output layer: ``v[k] = beta v[k-1] + W b[k]``; the class scores are ``v[T-1]``
+    (``mode="last"``, the default), ``max_k v[k]`` (``"max"``: max over time, Perez-Nieves &
+    Goodman 2021) or ``(1/T) sum_k v[k]`` (``"sum"``: sum over time, scaled by 1/T).
 
     Because it never spikes or resets, ``v[T-1] = W sum_k beta^(T-1-k) b[k]``: the readout sums the
     spikes over time first and runs one small matmul (softmax cross-entropy on the result).
@@ -111,10 +151,15 @@ class AccumulatorReadout(nn.Module):
         input ``[T, B, I]`` spikes -> scores ``[B, O]``.
     """
 
-    def __init__(self, in_features: int, out_features: int, beta: float = 1.0) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, beta: float = 1.0, mode: str = "last"
+    ) -> None:
         super().__init__()
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"readout beta must lie in [0, 1]; got {beta}")
+        if mode not in READOUTS:
+            raise ValueError(f"readout mode must be one of {', '.join(READOUTS)}; got {mode!r}")
+        self.mode = mode
         self.weight = nn.Parameter(uniform_fan_in_(torch.empty(out_features, in_features)))
         self.beta = float(beta)
 
@@ -122,7 +167,22 @@ class AccumulatorReadout(nn.Module):
         exponents = torch.arange(steps - 1, -1, -1, device=like.device, dtype=like.dtype)
         return torch.pow(torch.tensor(self.beta, dtype=like.dtype, device=like.device), exponents)
 
+    def _decay_matrix(self, steps: int, like: torch.Tensor) -> torch.Tensor:
+        """``L[k, i] = beta^(k - i)`` for ``i <= k``, else 0: ``v = L c`` over time."""
+        k = torch.arange(steps, device=like.device, dtype=like.dtype)
+        gap = k[:, None] - k[None, :]
+        decay = torch.pow(torch.tensor(self.beta, dtype=like.dtype, device=like.device), gap)
+        return torch.where(gap >= 0, decay, torch.zeros_like(decay))
+
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        if self.mode != "last":
+            # the product runs over the spikes' ones (and, after a sparse-backward layer, sends
+            # the gradient back at that layer's active entries only)
+            current = sparse_input_linear(spikes, self.weight)
+            steps, batch, _ = current.shape
+            membrane = self._decay_matrix(steps, current) @ current.reshape(steps, -1)
+            membrane = membrane.view(steps, batch, -1)
+            return membrane.amax(0) if self.mode == "max" else membrane.mean(0)
         spikes = spikes.to(self.weight.dtype)
         if self.beta == 1.0:
             summed = spikes.sum(0)
@@ -143,4 +203,4 @@ class AccumulatorReadout(nn.Module):
 
     def extra_repr(self) -> str:
         out_features, in_features = self.weight.shape
-        return f"{in_features} -> {out_features}, beta={self.beta} (accumulator)"
+        return f"{in_features} -> {out_features}, beta={self.beta}, mode={self.mode} (accumulator)"

@@ -46,6 +46,10 @@ class SpikingMLP(nn.Module):
         readout_beta: leak of the readout accumulator (1 = pure sum).
         backend: ``auto``, ``torch`` or ``numba``.
         precision: matmul operand precision of the hidden layers, ``float32`` or ``bfloat16``.
+        backward: ``dense`` or ``sparse`` backward of the hidden layers; active_bound the
+            sparse one's bound (None: the surrogate's own).
+        readout: class scores from the readout membrane: ``last`` step, ``max`` or ``sum``
+            over time.
 
     Shape:
         ``[T, B, sizes[0]]`` spikes -> ``[B, sizes[-1]]`` class scores.
@@ -61,6 +65,9 @@ class SpikingMLP(nn.Module):
         readout_beta: float = 1.0,
         backend: str = "auto",
         precision: str = "float32",
+        backward: str = "dense",
+        active_bound: float | None = None,
+        readout: str = "last",
     ) -> None:
         super().__init__()
         if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
@@ -73,20 +80,29 @@ class SpikingMLP(nn.Module):
                 f"got {len(betas)} and {len(thresholds)}"
             )
         self.hidden = nn.ModuleList(
-            SpikingLinear(i, o, b, th, surrogate, surrogate_scale, backend, precision)
+            SpikingLinear(
+                i, o, b, th, surrogate, surrogate_scale, backend, precision, backward, active_bound
+            )
             for i, o, b, th in zip(sizes[:-2], sizes[1:-1], betas, thresholds, strict=True)
         )
-        self.readout = AccumulatorReadout(sizes[-2], sizes[-1], readout_beta)
+        self.readout = AccumulatorReadout(sizes[-2], sizes[-1], readout_beta, readout)
         self.sizes = [int(s) for s in sizes]
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_spikes(spikes)[0]
+
+    def forward_with_spikes(self, spikes: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Class scores ``[B, classes]`` and every hidden layer's spikes ``[T, B, N]`` (in the
+        graph, for spike-rate regularisers)."""
         if spikes.dim() != 3 or spikes.shape[-1] != self.sizes[0]:
             raise ValueError(
                 f"expected time-major spikes [T, B, {self.sizes[0]}]; got {tuple(spikes.shape)}"
             )
+        hidden = []
         for layer in self.hidden:
             spikes = layer(spikes)
-        return self.readout(spikes)
+            hidden.append(spikes)
+        return self.readout(spikes), hidden
 
     @torch.no_grad()
     def record(self, spikes: torch.Tensor) -> Recording:

@@ -13,7 +13,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "train_bptt",
     "encode",
     "load_run_model",
+    "rate_regularizer",
 ]
 
 _EVAL_SEED_OFFSET = 1_000_003
@@ -52,7 +53,7 @@ class TrainingInterrupted(RuntimeError):
 def build_model(config: RunConfig) -> SpikingMLP:
     """The network a config describes (weights drawn from the current torch RNG)."""
     m = config.model
-    return SpikingMLP(
+    model = SpikingMLP(
         m.layers,
         m.beta,
         m.thresholds,
@@ -61,16 +62,56 @@ def build_model(config: RunConfig) -> SpikingMLP:
         readout_beta=m.readout_beta,
         backend=m.backend,
         precision=m.precision,
+        backward=m.backward,
+        active_bound=m.active_bound or None,
+        readout=m.readout,
     )
+    if m.weight_gain != 1.0:
+        # Threshold 1 with sparse latency inputs needs larger weights than Bondarev's init.
+        with torch.no_grad():
+            for layer in model.hidden:
+                layer.weight.mul_(m.weight_gain)
+    return model
 
 
 def encode(
     config: RunConfig, intensities: torch.Tensor, steps: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """Intensities ``[B, N]`` -> uint8 spikes ``[T, B, N]`` by the configured encoder."""
+    """Intensities ``[B, N]`` -> uint8 spikes ``[T, B, N]`` by the configured encoder
+    (``events``: an :class:`~spikeforge.data.events.EventSet` binned into ``steps`` bins)."""
+    if config.encode.kind == "events":
+        return intensities.to_dense(steps)
     if config.encode.kind == "latency":
-        return latency_encode(intensities, steps)
+        return latency_encode(
+            intensities,
+            steps,
+            tau=config.encode.latency_tau,
+            intensity_threshold=config.encode.latency_threshold,
+        )
     return poisson_encode(intensities, steps, generator)
+
+
+def rate_regularizer(hidden: list[torch.Tensor], config: RunConfig) -> torch.Tensor | None:
+    """Spike-rate regularisers on each hidden layer's spike counts ``c[b, j] = sum_t s``.
+
+    Lower bound (silent neurons): ``strength * mean_j relu(bound - mean_b c[b, j])^2``; upper
+    bound (overall activity): ``strength * mean_b relu(mean_j c[b, j] - bound)^2``, summed over
+    layers. The form follows Zenke & Vogels (2021), which Perez-Nieves & Goodman (2021) use.
+    None when both strengths are 0.
+    """
+    t = config.train
+    if not (t.rate_lower_strength or t.rate_upper_strength):
+        return None
+    total = hidden[0].new_zeros(())
+    for spikes in hidden:
+        counts = spikes.sum(0)  # [B, N]
+        if t.rate_lower_strength:
+            low = F.relu(t.rate_lower_bound - counts.mean(0))
+            total = total + t.rate_lower_strength * (low**2).mean()
+        if t.rate_upper_strength:
+            high = F.relu(counts.mean(1) - t.rate_upper_bound)
+            total = total + t.rate_upper_strength * (high**2).mean()
+    return total
 
 
 @torch.no_grad()
@@ -108,6 +149,19 @@ class _Data:
 
 def _load_data(config: RunConfig) -> _Data:
     root = config.data.root or None
+    if config.data.name in ("nmnist", "shd"):
+        from spikeforge.data.events import load_events
+
+        kwargs = {"root": root, "bin_ms": config.data.bin_ms}
+        train_set = load_events(config.data.name, "train", limit=config.data.limit, **kwargs)
+        test_set = load_events(config.data.name, "test", limit=config.data.test_limit, **kwargs)
+        units, classes = train_set.units_count, train_set.classes
+        if config.model.layers[0] != units or config.model.layers[-1] != classes:
+            raise ConfigError(
+                f"{config.data.name} has {units} inputs and {classes} classes but model.layers "
+                f"is {config.model.layers}; set --set model.layers=[{units},...,{classes}]"
+            )
+        return _Data(train_set, train_set.labels, test_set, test_set.labels)
     train = load_vision(config.data.name, "train", root=root, limit=config.data.limit)
     test = load_vision(config.data.name, "test", root=root, limit=config.data.test_limit)
     inputs = train.flat_intensities().shape[1]
@@ -125,14 +179,19 @@ def _load_data(config: RunConfig) -> _Data:
 
 
 def _set_threads(threads: int) -> None:
-    if threads:
-        torch.set_num_threads(threads)
+    """Use ``threads`` threads in torch and Numba (0: torch's default, all cores).
+
+    Numba's OpenMP layer shares the process's OpenMP thread count with torch, so setting Numba's
+    count resets torch's: torch is set last.
+    """
+    count = threads or torch.get_num_threads()
     try:
         import numba
 
-        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
     except ImportError:
         pass
+    torch.set_num_threads(count)
 
 
 def _rng_state(generator: torch.Generator) -> torch.Tensor:
@@ -179,6 +238,7 @@ class _Progress:
     epoch_loss: float = 0.0
     epoch_correct: int = 0
     epoch_seen: int = 0
+    active_sums: list[float] = field(default_factory=list)  # per layer, summed over batches
 
 
 def _save(
@@ -297,10 +357,11 @@ def train_bptt(
 
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
-    optimizer = torch.optim.Adam(
+    optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=config.train.lr,
         betas=(config.train.adam_beta1, config.train.adam_beta2),
+        weight_decay=config.train.weight_decay,
     )
     n_train = len(data.train_y)
     batches = math.ceil(n_train / config.train.batch_size)
@@ -353,9 +414,12 @@ def train_bptt(
                 started = time.perf_counter()
                 index = order[b * batch_size : (b + 1) * batch_size]
                 spikes = encode(config, data.train_x[index], config.encode.steps, rngs["encode"])
-                scores = model(spikes.to(device))
+                scores, hidden = model.forward_with_spikes(spikes.to(device))
                 labels = data.train_y[index].to(device)
-                loss = F.cross_entropy(scores, labels)
+                loss = F.cross_entropy(scores, labels, label_smoothing=config.train.label_smoothing)
+                regularizer = rate_regularizer(hidden, config)
+                if regularizer is not None:
+                    loss = loss + regularizer
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"loss became {loss.item()} at epoch {epoch}, batch {b}; lower train.lr"
@@ -370,6 +434,13 @@ def train_bptt(
                 progress.epoch_loss += loss.item() * len(index)
                 progress.epoch_correct += int((scores.argmax(1) == labels).sum())
                 progress.epoch_seen += len(index)
+                fractions = [layer.last_active_fraction for layer in model.hidden]
+                if all(f is not None for f in fractions):
+                    if not progress.active_sums:
+                        progress.active_sums = [0.0] * len(fractions)
+                    progress.active_sums = [
+                        a + f for a, f in zip(progress.active_sums, fractions, strict=True)
+                    ]
                 bar.update(1)
                 if b % 20 == 0:
                     bar.set_postfix(
@@ -410,6 +481,9 @@ def train_bptt(
             "eval_seconds": time.perf_counter() - eval_started,
             "samples_per_second": progress.epoch_seen / progress.epoch_seconds,
         }
+        if progress.active_sums:
+            # Mean over the epoch's batches of active entries / (T * B * N), per hidden layer.
+            record["active_fraction"] = [a / batches for a in progress.active_sums]
         log(
             f"epoch {epoch}: loss {record['train_loss']:.4f}  "
             f"train {record['train_accuracy']:.4f}  "

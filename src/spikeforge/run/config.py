@@ -23,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "RunConfig",
+    "DiehlCookConfig",
     "load_config",
     "config_from_dict",
     "apply_overrides",
@@ -30,9 +31,12 @@ __all__ = [
     "config_to_dict",
 ]
 
-METHODS = ("bptt",)
-DATASETS = ("mnist", "fashion-mnist", "digits")
-ENCODERS = ("poisson", "latency")
+METHODS = ("bptt", "diehl-cook")
+DATASETS = ("mnist", "fashion-mnist", "digits", "nmnist", "shd")
+EVENT_DATASETS = ("nmnist", "shd")
+ENCODERS = ("poisson", "latency", "events")
+BACKWARDS = ("dense", "sparse")
+READOUTS = ("last", "max", "sum")
 BACKENDS = ("auto", "torch", "numba")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "bfloat16")
@@ -50,6 +54,7 @@ class DataConfig:
     limit: int = 0  # first N training samples; 0 = all
     test_limit: int = 0  # first N test samples; 0 = all
     root: str = ""  # dataset cache directory; "" = $SPIKEFORGE_DATA or ~/.cache/spikeforge
+    bin_ms: float = 1.0  # event datasets (nmnist, shd): width of one time bin in ms
 
 
 @dataclass
@@ -59,6 +64,8 @@ class EncodeConfig:
     kind: str = "poisson"
     steps: int = 20  # time steps T in training
     test_steps: int = 5  # time steps in evaluation
+    latency_tau: float = 20.0  # latency coding: effective time constant (ms)
+    latency_threshold: float = 0.2  # latency coding: intensities at or below never spike
 
 
 @dataclass
@@ -73,6 +80,10 @@ class ModelConfig:
     readout_beta: float = 1.0  # 1 = pure accumulator
     backend: str = "auto"
     precision: str = "float32"  # matmul operands: float32 | bfloat16 (mixed precision)
+    backward: str = "dense"  # dense | sparse (Perez-Nieves & Goodman 2021)
+    active_bound: float = 0.0  # sparse: |u - threshold| < bound is active; 0 = surrogate's own
+    readout: str = "last"  # class scores from the readout membrane: last | max | sum over time
+    weight_gain: float = 1.0  # hidden weights drawn from U[-g sqrt(3/h), g sqrt(3/h)]
 
 
 @dataclass
@@ -85,10 +96,49 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine (decays to 0 over all epochs, per batch)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    weight_decay: float = 0.0  # decoupled (AdamW) weight decay; 0 = plain Adam
+    label_smoothing: float = 0.0  # cross-entropy target smoothing in [0, 1)
     eval_batch_size: int = 256
     threads: int = 0  # torch/numba threads; 0 = all cores
     device: str = "cpu"
     progress: bool = True
+    # Spike-rate regularisers (0 = off) on the spike counts c[b, j] of each hidden layer:
+    # lower: strength * mean_j relu(bound - mean_b c)^2
+    # upper: strength * mean_b relu(mean_j c - bound)^2
+    rate_lower_strength: float = 0.0
+    rate_lower_bound: float = 0.0  # spikes per neuron per sample
+    rate_upper_strength: float = 0.0
+    rate_upper_bound: float = 0.0  # mean spikes per neuron per sample
+
+
+@dataclass
+class DiehlCookConfig:
+    """``[diehl_cook]``: the Diehl & Cook (2015) STDP network (method ``diehl-cook``).
+
+    Defaults are the authors' Brian code; see :class:`spikeforge.stdp.DiehlCookParams`.
+    """
+
+    neurons: int = 100  # excitatory (= inhibitory) neurons
+    neuron_model: str = "conductance"  # conductance (the paper) | current (BindsNET)
+    rule: str = "triplet"  # triplet (authors' code) | pair (BindsNET PostPre)
+    engine: str = "numba"  # numba (event-driven) | reference (dense, the test oracle)
+    dt: float = 1.0  # ms per step (authors: 0.5)
+    present_ms: float = 350.0
+    rest_ms: float = 150.0
+    max_rate_hz: float = 63.75  # rate of a white pixel
+    min_spikes: int = 5  # fewer excitatory spikes: show the image again, brighter
+    max_presentations: int = 20
+    theta_plus: float = 0.05  # mV added to the threshold at each spike
+    tau_theta_ms: float = 1e7
+    nu_pre: float = 1e-4
+    nu_post: float = 1e-2
+    w_max: float = 1.0
+    norm_total: float = 78.0  # each neuron's incoming weights sum to this after every image
+    exc_to_inh: float = 0.0  # 0 = the neuron model's default (10.4 conductance, 22.5 current)
+    inh_to_exc: float = 0.0  # 0 = the neuron model's default (17.0 conductance, 17.5 current)
+    spike_gap_ms: float = -1.0  # min. time between exc spikes; -1 = model default (50 / 0 ms)
+    label_images: int = 10000  # labelling pass (learning off) on the last N training images
+    log_every: int = 5000  # images between metrics lines and checkpoints
 
 
 @dataclass
@@ -101,6 +151,7 @@ class RunConfig:
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    diehl_cook: DiehlCookConfig = field(default_factory=DiehlCookConfig)
 
     def validate(self) -> RunConfig:
         """Check every value; raise ConfigError naming the key, the value and what is allowed."""
@@ -111,11 +162,25 @@ class RunConfig:
         _one_of("model.backend", self.model.backend, BACKENDS)
         _one_of("train.lr_schedule", self.train.lr_schedule, LR_SCHEDULES)
         _one_of("model.precision", self.model.precision, PRECISIONS)
+        _one_of("model.backward", self.model.backward, BACKWARDS)
+        _one_of("model.readout", self.model.readout, READOUTS)
+        if (self.encode.kind == "events") != (self.data.name in EVENT_DATASETS):
+            raise ConfigError(
+                f"encode.kind = {self.encode.kind!r} does not fit data.name = {self.data.name!r}; "
+                f"event datasets ({', '.join(EVENT_DATASETS)}) take encode.kind = 'events', "
+                "image datasets take 'poisson' or 'latency'"
+            )
         for key, value in (
             ("data.limit", self.data.limit),
             ("data.test_limit", self.data.test_limit),
             ("train.threads", self.train.threads),
+            ("train.weight_decay", self.train.weight_decay),
             ("model.surrogate_scale", self.model.surrogate_scale),
+            ("model.active_bound", self.model.active_bound),
+            ("train.rate_lower_strength", self.train.rate_lower_strength),
+            ("train.rate_lower_bound", self.train.rate_lower_bound),
+            ("train.rate_upper_strength", self.train.rate_upper_strength),
+            ("train.rate_upper_bound", self.train.rate_upper_bound),
         ):
             _at_least(key, value, 0)
         for key, value in (
@@ -126,9 +191,16 @@ class RunConfig:
             ("train.eval_batch_size", self.train.eval_batch_size),
         ):
             _at_least(key, value, 1)
+        for key, value in (
+            ("data.bin_ms", self.data.bin_ms),
+            ("encode.latency_tau", self.encode.latency_tau),
+            ("model.weight_gain", self.model.weight_gain),
+        ):
+            if not 0 < value < float("inf"):
+                raise ConfigError(f"{key} must be positive; got {value}")
         if not 0 < self.train.lr < float("inf"):
             raise ConfigError(f"train.lr must be positive; got {self.train.lr}")
-        for key in ("adam_beta1", "adam_beta2"):
+        for key in ("adam_beta1", "adam_beta2", "label_smoothing"):
             value = getattr(self.train, key)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"train.{key} must lie in [0, 1); got {value}")
@@ -154,7 +226,30 @@ class RunConfig:
             raise ConfigError(
                 f"train.device must be cpu, cuda or cuda:N; got {self.train.device!r}"
             )
+        if self.method == "diehl-cook":
+            _validate_diehl_cook(self)
         return self
+
+
+def _validate_diehl_cook(config: RunConfig) -> None:
+    """Checks of ``[diehl_cook]``, run only when method is ``diehl-cook``."""
+    from spikeforge.stdp import ENGINES, NEURON_MODELS, RULES
+
+    dc = config.diehl_cook
+    if config.encode.kind == "events":
+        raise ConfigError("method diehl-cook needs an image dataset (mnist, fashion-mnist, digits)")
+    _one_of("diehl_cook.neuron_model", dc.neuron_model, NEURON_MODELS)
+    _one_of("diehl_cook.rule", dc.rule, RULES)
+    _one_of("diehl_cook.engine", dc.engine, ENGINES)
+    for key in ("neurons", "max_presentations", "log_every"):
+        _at_least(f"diehl_cook.{key}", getattr(dc, key), 1)
+    nonnegative = ("min_spikes", "label_images", "rest_ms", "theta_plus", "nu_pre", "nu_post")
+    for key in (*nonnegative, "exc_to_inh", "inh_to_exc"):
+        _at_least(f"diehl_cook.{key}", getattr(dc, key), 0)
+    for key in ("dt", "present_ms", "max_rate_hz", "tau_theta_ms", "w_max", "norm_total"):
+        value = getattr(dc, key)
+        if not 0 < value < float("inf"):
+            raise ConfigError(f"diehl_cook.{key} must be positive; got {value}")
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
@@ -169,7 +264,7 @@ def _at_least(key: str, value: float, low: float) -> None:
 
 def _section_classes() -> dict[str, type]:
     hints = get_type_hints(RunConfig)
-    return {name: hints[name] for name in ("data", "encode", "model", "train")}
+    return {name: hints[name] for name in ("data", "encode", "model", "train", "diehl_cook")}
 
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:

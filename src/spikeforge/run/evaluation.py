@@ -32,6 +32,10 @@ def load_run(run_dir: Path) -> RunConfig:
 def evaluate_run(run_dir: Path, steps: int | None = None) -> dict[str, Any]:
     """Test accuracy of a saved run at ``steps`` time steps (default: the config's test steps)."""
     config = load_run(run_dir)
+    if config.method == "diehl-cook":
+        from spikeforge.run.diehl_cook import evaluate_run_diehl_cook
+
+        return evaluate_run_diehl_cook(Path(run_dir), config)
     steps = config.encode.test_steps if steps is None else steps
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1; got {steps}")
@@ -48,17 +52,25 @@ def plot_run(run_dir: Path, max_steps: int = 20) -> list[Path]:
     """Draw a run's figures; return the PNG paths.
 
     accuracy.png (per epoch), accuracy_vs_steps.png (T = 1..max_steps), membranes.png (readout
-    membranes of the first test sample, Bondarev's figure 3) and raster_layer{k}.png for each
-    hidden layer.
+    membranes of the first test sample, Bondarev's figure 3), raster_layer{k}.png for each
+    hidden layer, and active_fraction.png for sparse-backward runs.
     """
     run_dir = Path(run_dir)
     config = load_run(run_dir)
+    if config.method == "diehl-cook":
+        from spikeforge.run.diehl_cook import plot_run_diehl_cook
+
+        return plot_run_diehl_cook(run_dir, config)
     _set_threads(config.train.threads)
     paths = []
     metrics_path = run_dir / "metrics.jsonl"
     metrics = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
     if metrics:
         paths.append(viz.plot_accuracy_curves(metrics, run_dir / "accuracy.png", str(run_dir.name)))
+    if any("active_fraction" in m for m in metrics):
+        paths.append(
+            viz.plot_active_fraction(metrics, run_dir / "active_fraction.png", str(run_dir.name))
+        )
     data = _load_data(config)
     model = load_run_model(run_dir, config).eval()
     steps = list(range(1, max_steps + 1))

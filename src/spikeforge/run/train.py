@@ -17,4 +17,8 @@ def train(config: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
         from spikeforge.run.bptt import train_bptt
 
         return train_bptt(config, out, resume=resume)
+    elif config.method == "diehl-cook":
+        from spikeforge.run.diehl_cook import train_diehl_cook
+
+        return train_diehl_cook(config, out, resume=resume)
     raise ConfigError(f"method {config.method!r} has no trainer")
