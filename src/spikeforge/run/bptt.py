@@ -24,7 +24,12 @@ from tqdm import tqdm
 from spikeforge.data import latency_encode, poisson_encode
 from spikeforge.data.vision import load_vision
 from spikeforge.nn import SpikingMLP
-from spikeforge.run.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from spikeforge.run.checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    prepare_run_dir,
+    save_checkpoint,
+)
 from spikeforge.run.config import (
     ConfigError,
     RunConfig,
@@ -338,15 +343,7 @@ def train_bptt(
         on_batch: called as ``on_batch(epoch, batch, loss)`` after each optimiser step.
         log: where one-line messages go.
     """
-    out = Path(out)
-    has_checkpoint = (out / "checkpoint.safetensors").exists()
-    if has_checkpoint and not resume:
-        raise ConfigError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --out"
-        )
-    if resume and not has_checkpoint:
-        raise ConfigError(f"nothing to resume in {out}: no checkpoint.safetensors")
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_run_dir(out, resume)
     _set_threads(config.train.threads)
     device = torch.device(config.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():

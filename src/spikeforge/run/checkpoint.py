@@ -18,7 +18,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write_text"]
+__all__ = [
+    "CheckpointError",
+    "atomic_write_text",
+    "load_checkpoint",
+    "prepare_run_dir",
+    "save_checkpoint",
+]
 
 WEIGHTS_NAME = "checkpoint.safetensors"
 META_NAME = "checkpoint.json"
@@ -26,6 +32,26 @@ META_NAME = "checkpoint.json"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing or unreadable; the message names the file and the fix."""
+
+
+def prepare_run_dir(out: Path, resume: bool) -> Path:
+    """Create the run directory ``out``; refuse to overwrite a run, or to resume nothing.
+
+    Raises:
+        ConfigError: one line naming the problem and the fix.
+    """
+    from spikeforge.run.config import ConfigError
+
+    out = Path(out)
+    has_checkpoint = (out / WEIGHTS_NAME).exists()
+    if has_checkpoint and not resume:
+        raise ConfigError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if resume and not has_checkpoint:
+        raise ConfigError(f"nothing to resume in {out}: no {WEIGHTS_NAME}")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -29,8 +29,13 @@ import torch
 from tqdm import tqdm
 
 from spikeforge.data.vision import load_vision
-from spikeforge.run.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from spikeforge.run.config import ConfigError, RunConfig, config_to_dict, load_config, save_config
+from spikeforge.run.checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    prepare_run_dir,
+    save_checkpoint,
+)
+from spikeforge.run.config import RunConfig, config_to_dict, load_config, save_config
 from spikeforge.stdp import (
     DiehlCookNetwork,
     DiehlCookParams,
@@ -270,15 +275,7 @@ def train_diehl_cook(
     """Train, label, test; write the run directory; return the summary (also ``summary.json``)."""
     from spikeforge.run.bptt import TrainingInterrupted, _cpu_name, _set_threads
 
-    out = Path(out)
-    has_checkpoint = (out / "checkpoint.safetensors").exists()
-    if has_checkpoint and not resume:
-        raise ConfigError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --out"
-        )
-    if resume and not has_checkpoint:
-        raise ConfigError(f"nothing to resume in {out}: no checkpoint.safetensors")
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_run_dir(out, resume)
     _set_threads(config.train.threads)
     data = _load_data(config)
     n_train, n_inputs = data.train_x.shape
