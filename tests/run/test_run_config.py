@@ -51,11 +51,20 @@ def test_bondarev_mnist_presets_match_the_paper(preset):
     assert config.train.epochs == 20
 
 
-def test_the_two_mnist_presets_differ_only_in_the_learning_rate():
+def test_the_two_mnist_presets_differ_only_in_the_optimiser_schedule():
     ours, paper = load_config(MNIST), load_config(MNIST.parent / "bondarev-mnist-paper.toml")
-    assert (paper.train.lr, paper.train.lr_schedule) == (1e-4, "constant")
-    assert (ours.train.lr, ours.train.lr_schedule) == (1e-3, "cosine")
+    assert (paper.train.lr, paper.train.lr_schedule, paper.train.weight_decay) == (
+        1e-4,
+        "constant",
+        0.0,
+    )
+    assert (ours.train.lr, ours.train.lr_schedule, ours.train.weight_decay) == (
+        1e-3,
+        "cosine",
+        0.02,
+    )
     ours.train.lr, ours.train.lr_schedule = paper.train.lr, paper.train.lr_schedule
+    ours.train.weight_decay = paper.train.weight_decay
     assert ours == paper
 
 
