@@ -144,6 +144,16 @@ def spiking_linear_reference(
     return lif_step_reference(current, beta, threshold, surrogate, scale)
 
 
+def _check_layer_shapes(spikes_in: torch.Tensor, weight: torch.Tensor) -> None:
+    """One-line ValueError unless ``spikes_in`` is ``[T, B, I]`` and ``weight`` is ``[O, I]``."""
+    if spikes_in.dim() != 3:
+        raise ValueError(f"spikes must be time-major [T, B, N]; got shape {tuple(spikes_in.shape)}")
+    if spikes_in.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"input has {spikes_in.shape[-1]} features but the weight expects {weight.shape[1]}"
+        )
+
+
 def _as_spike_bytes(x: torch.Tensor, backend: str) -> torch.Tensor:
     """The 0/1 input as uint8 (what backward keeps); a one-line error if it is not binary."""
     if x.dtype in (torch.uint8, torch.bool):
@@ -297,12 +307,7 @@ def spiking_linear(
     Returns:
         Output spikes ``[T, B, O]`` as ``weight.dtype`` (0/1).
     """
-    if spikes_in.dim() != 3:
-        raise ValueError(f"spikes must be time-major [T, B, N]; got shape {tuple(spikes_in.shape)}")
-    if spikes_in.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"input has {spikes_in.shape[-1]} features but the weight expects {weight.shape[1]}"
-        )
+    _check_layer_shapes(spikes_in, weight)
     if backward not in _BACKWARDS:
         raise ValueError(f"unknown backward {backward!r}; choose one of: {', '.join(_BACKWARDS)}")
     if backward == "sparse":

@@ -34,7 +34,13 @@ import math
 import numpy as np
 import torch
 
-from spikeforge.neuron.lif import _as_spike_bytes, _SurrogateSpike, lif_scan, resolve_backend
+from spikeforge.neuron.lif import (
+    _as_spike_bytes,
+    _check_layer_shapes,
+    _SurrogateSpike,
+    lif_scan,
+    resolve_backend,
+)
 from spikeforge.neuron.surrogates import get_surrogate
 
 __all__ = [
@@ -407,12 +413,7 @@ def sparse_spiking_linear(
         stats: if a dict is given, the forward stores ``active_fraction`` (active entries over
             ``T*B*O``) and ``active_entries`` in it.
     """
-    if spikes_in.dim() != 3:
-        raise ValueError(f"spikes must be time-major [T, B, N]; got shape {tuple(spikes_in.shape)}")
-    if spikes_in.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"input has {spikes_in.shape[-1]} features but the weight expects {weight.shape[1]}"
-        )
+    _check_layer_shapes(spikes_in, weight)
     sur = get_surrogate(surrogate)
     scale = sur.default_scale if scale is None else float(scale)
     bound = sur.active_bound if active_bound is None else float(active_bound)

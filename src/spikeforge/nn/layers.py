@@ -93,24 +93,8 @@ class SpikingLinear(nn.Module):
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         matmul_dtype = None if self.precision == "float32" else MATMUL_PRECISIONS[self.precision]
-        if self.backward == "sparse":
-            stats: dict = {}
-            out = spiking_linear(
-                spikes,
-                self.weight,
-                self.beta,
-                self.threshold,
-                self.surrogate,
-                self.surrogate_scale,
-                self.backend,
-                matmul_dtype,
-                backward="sparse",
-                active_bound=self.active_bound,
-                stats=stats,
-            )
-            self.last_active_fraction = stats["active_fraction"]
-            return out
-        return spiking_linear(
+        stats: dict = {}
+        out = spiking_linear(
             spikes,
             self.weight,
             self.beta,
@@ -119,7 +103,13 @@ class SpikingLinear(nn.Module):
             self.surrogate_scale,
             self.backend,
             matmul_dtype,
+            backward=self.backward,
+            active_bound=self.active_bound,
+            stats=stats,
         )
+        if self.backward == "sparse":
+            self.last_active_fraction = stats["active_fraction"]
+        return out
 
     @torch.no_grad()
     def membrane(self, spikes: torch.Tensor) -> torch.Tensor:
