@@ -50,8 +50,12 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     summary = train(config, out, resume=args.resume)
     steps = f" (T = {summary['test_steps']})" if "test_steps" in summary else ""
+    if "test_accuracy" in summary:
+        result = f"test accuracy {summary['test_accuracy']:.4f}{steps}"
+    else:  # unsupervised layer alone (conv-stdp)
+        result = f"test reconstruction MSE {summary['test_reconstruction_mse']:.5f}"
     print(
-        f"test accuracy {summary['test_accuracy']:.4f}{steps} | "
+        f"{result} | "
         f"train {summary['train_seconds']:.1f} s, {summary['train_samples']} samples, "
         f"{summary['samples_per_second']:.0f} samples/s | run directory {out}"
     )

@@ -20,6 +20,8 @@ __all__ = [
     "plot_confusion",
     "plot_receptive_fields",
     "plot_stdp_training",
+    "plot_filters",
+    "plot_reconstruction_mse",
 ]
 
 
@@ -182,4 +184,42 @@ def plot_stdp_training(metrics: Sequence[dict], path: Path, title: str = "") -> 
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_filters(filter_sets: dict[str, np.ndarray], kernel: int, path: Path) -> Path:
+    """Convolution filters ``w[k, p*p]`` as image grids, one panel per named set side by side
+    (e.g. the filters learned with window_batch 1 and 784)."""
+    sets = list(filter_sets.items())
+    count = max(np.asarray(f).shape[0] for _, f in sets)
+    columns = int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    fig = plt.figure(figsize=(len(sets) * (columns * 0.8 + 0.4), rows * 0.8 + 0.6))
+    outer = fig.add_gridspec(1, len(sets), wspace=0.15)
+    for panel, (name, filters) in enumerate(sets):
+        filters = np.asarray(filters)
+        inner = outer[panel].subgridspec(rows, columns, wspace=0.08, hspace=0.08)
+        for index in range(rows * columns):
+            ax = fig.add_subplot(inner[index // columns, index % columns])
+            ax.axis("off")
+            if index < filters.shape[0]:
+                ax.imshow(filters[index].reshape(kernel, kernel), cmap="gray_r", vmin=0, vmax=1)
+            if index == 0 and name:
+                ax.set_title(name, fontsize=8, loc="left", pad=3)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reconstruction_mse(curves: dict[str, Sequence[dict]], path: Path) -> Path:
+    """Reconstruction MSE (moving average) against training images, one line per run."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, metrics in curves.items():
+        ax.plot(
+            [m["images"] for m in metrics], [m["mse_moving_average"] for m in metrics], label=name
+        )
+    ax.set_xlabel("training images")
+    ax.set_ylabel("reconstruction MSE (moving average)")
+    ax.grid(alpha=0.3)
+    ax.legend()
     return _save(fig, path)

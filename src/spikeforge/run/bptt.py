@@ -127,19 +127,21 @@ def evaluate(
     labels: torch.Tensor,
     steps: int,
     seed: int,
+    front_end: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """Test accuracy (0..1) at ``steps`` time steps, with a fixed encoder seed.
 
     Intensities and labels stay on the CPU (the encoder runs there, so a seed gives the same
-    spikes on every device); only the uint8 spikes move to the model's device.
+    spikes on every device); only the uint8 spikes move to the model's device. ``front_end``
+    maps those spikes to the model's inputs (the frozen conv-STDP layer of the hybrid).
     """
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     correct = 0
     batch = config.train.eval_batch_size
     for start in range(0, len(labels), batch):
-        x = encode(config, intensities[start : start + batch], steps, generator)
-        scores = model(x.to(device))
+        x = encode(config, intensities[start : start + batch], steps, generator).to(device)
+        scores = model(x if front_end is None else front_end(x))
         correct += int((scores.argmax(1).cpu() == labels[start : start + batch]).sum())
     return correct / max(len(labels), 1)
 
@@ -152,7 +154,9 @@ class _Data:
     test_y: torch.Tensor
 
 
-def _load_data(config: RunConfig) -> _Data:
+def _load_data(config: RunConfig, model_inputs: int | None = None) -> _Data:
+    """The dataset, checked against ``model.layers`` (whose first entry must be
+    ``model_inputs`` when a front end sits between the data and the model)."""
     root = config.data.root or None
     if config.data.name in ("nmnist", "shd"):
         from spikeforge.data.events import load_events
@@ -169,10 +173,11 @@ def _load_data(config: RunConfig) -> _Data:
         return _Data(train_set, train_set.labels, test_set, test_set.labels)
     train = load_vision(config.data.name, "train", root=root, limit=config.data.limit)
     test = load_vision(config.data.name, "test", root=root, limit=config.data.test_limit)
-    inputs = train.flat_intensities().shape[1]
+    inputs = model_inputs or train.flat_intensities().shape[1]
     if config.model.layers[0] != inputs or config.model.layers[-1] != 10:
+        source = "the conv-STDP features give" if model_inputs else f"{config.data.name} has"
         raise ConfigError(
-            f"{config.data.name} has {inputs} inputs and 10 classes but model.layers is "
+            f"{source} {inputs} inputs and 10 classes but model.layers is "
             f"{config.model.layers}; set --set model.layers=[{inputs},...,10]"
         )
     return _Data(
@@ -333,6 +338,7 @@ def train_bptt(
     resume: bool = False,
     on_batch: Callable[[int, int, float], None] | None = None,
     log: Callable[[str], None] = print,
+    front_end: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate each epoch, checkpoint; return the summary (also in ``summary.json``).
 
@@ -342,6 +348,8 @@ def train_bptt(
         resume: continue from ``out``'s checkpoint.
         on_batch: called as ``on_batch(epoch, batch, loss)`` after each optimiser step.
         log: where one-line messages go.
+        front_end: a frozen map from encoded spikes ``[T, B, N]`` (on the device) to the
+            model's input spikes; its ``output_size`` is the model's input width.
     """
     out = prepare_run_dir(out, resume)
     _set_threads(config.train.threads)
@@ -350,7 +358,7 @@ def train_bptt(
         raise ConfigError(
             "train.device is cuda but no CUDA device is available; use --set train.device=cpu"
         )
-    data = _load_data(config)
+    data = _load_data(config, getattr(front_end, "output_size", None))
 
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
@@ -411,7 +419,10 @@ def train_bptt(
                 started = time.perf_counter()
                 index = order[b * batch_size : (b + 1) * batch_size]
                 spikes = encode(config, data.train_x[index], config.encode.steps, rngs["encode"])
-                scores, hidden = model.forward_with_spikes(spikes.to(device))
+                spikes = spikes.to(device)
+                if front_end is not None:
+                    spikes = front_end(spikes)
+                scores, hidden = model.forward_with_spikes(spikes)
                 labels = data.train_y[index].to(device)
                 loss = F.cross_entropy(scores, labels, label_smoothing=config.train.label_smoothing)
                 regularizer = rate_regularizer(hidden, config)
@@ -466,6 +477,7 @@ def train_bptt(
             data.test_y,
             config.encode.test_steps,
             config.seed + _EVAL_SEED_OFFSET,
+            front_end,
         )
         record = {
             "epoch": epoch,

@@ -24,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "RunConfig",
     "DiehlCookConfig",
+    "ConvSTDPConfig",
     "load_config",
     "config_from_dict",
     "apply_overrides",
@@ -31,7 +32,7 @@ __all__ = [
     "config_to_dict",
 ]
 
-METHODS = ("bptt", "diehl-cook")
+METHODS = ("bptt", "diehl-cook", "conv-stdp", "conv-stdp-hybrid")
 DATASETS = ("mnist", "fashion-mnist", "digits", "nmnist", "shd")
 EVENT_DATASETS = ("nmnist", "shd")
 ENCODERS = ("poisson", "latency", "events")
@@ -142,6 +143,31 @@ class DiehlCookConfig:
 
 
 @dataclass
+class ConvSTDPConfig:
+    """``[conv_stdp]``: the STDP-trained convolutional layer (methods ``conv-stdp`` and
+    ``conv-stdp-hybrid``; Shimmyo & Okuyama's window mini-batching, Tavanaei et al. 2018's layer).
+
+    See :mod:`spikeforge.stdp.conv` for the equations.
+    """
+
+    filters: int = 16  # k filters (Tavanaei's first layer: 16)
+    kernel: int = 5  # p x p windows, zero padded: one window per pixel
+    beta: float = 1.0  # leak per step; 1 = integrate-and-fire
+    threshold: float = 4.0
+    learning_rate: float = 0.001  # a in dw = a (1 - w) / a (0 - w)
+    pre_window: int = 1  # an input "spiked" if it did in the last pre_window steps
+    window_batch: int = 784  # windows per averaged update; 1 = sequential (one image = H*W)
+    average: str = "firing"  # firing (per filter, over windows it fired in) | all (over the batch)
+    steps: int = 20  # time steps T each window is shown for during STDP
+    epochs: int = 1  # unsupervised passes over the training images
+    images: int = 0  # STDP on the first N training images (after data.limit); 0 = all
+    pool: int = 2  # hybrid: max pooling (spike OR) of this size and stride on the feature maps
+    mse_average: int = 64  # reconstruction MSE: moving average over this many images
+    eval_images: int = 1000  # test images for the final reconstruction MSE
+    log_every: int = 5000  # images between metrics lines and checkpoints
+
+
+@dataclass
 class RunConfig:
     """A whole experiment."""
 
@@ -152,6 +178,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     diehl_cook: DiehlCookConfig = field(default_factory=DiehlCookConfig)
+    conv_stdp: ConvSTDPConfig = field(default_factory=ConvSTDPConfig)
 
     def validate(self) -> RunConfig:
         """Check every value; raise ConfigError naming the key, the value and what is allowed."""
@@ -228,6 +255,8 @@ class RunConfig:
             )
         if self.method == "diehl-cook":
             _validate_diehl_cook(self)
+        if self.method in ("conv-stdp", "conv-stdp-hybrid"):
+            _validate_conv_stdp(self)
         return self
 
 
@@ -252,6 +281,35 @@ def _validate_diehl_cook(config: RunConfig) -> None:
             raise ConfigError(f"diehl_cook.{key} must be positive; got {value}")
 
 
+def _validate_conv_stdp(config: RunConfig) -> None:
+    """Checks of ``[conv_stdp]``, run only for the conv-stdp methods."""
+    from spikeforge.stdp.conv import AVERAGES
+
+    cs = config.conv_stdp
+    if config.data.name not in ("mnist", "fashion-mnist", "digits"):
+        raise ConfigError(
+            f"method {config.method} needs an image dataset (mnist, fashion-mnist, digits); "
+            f"got data.name = {config.data.name!r}"
+        )
+    if config.method == "conv-stdp-hybrid" and config.encode.kind != "poisson":
+        raise ConfigError("method conv-stdp-hybrid takes encode.kind = 'poisson'")
+    _one_of("conv_stdp.average", cs.average, AVERAGES)
+    for key in ("filters", "kernel", "pre_window", "window_batch", "steps", "epochs", "pool"):
+        _at_least(f"conv_stdp.{key}", getattr(cs, key), 1)
+    for key in ("mse_average", "log_every"):
+        _at_least(f"conv_stdp.{key}", getattr(cs, key), 1)
+    _at_least("conv_stdp.images", cs.images, 0)
+    _at_least("conv_stdp.eval_images", cs.eval_images, 0)
+    if cs.kernel % 2 == 0:
+        raise ConfigError(f"conv_stdp.kernel must be odd (same padding); got {cs.kernel}")
+    if not 0.0 <= cs.beta <= 1.0:
+        raise ConfigError(f"conv_stdp.beta must lie in [0, 1]; got {cs.beta}")
+    if not 0.0 < cs.threshold < float("inf"):
+        raise ConfigError(f"conv_stdp.threshold must be positive; got {cs.threshold}")
+    if not 0.0 < cs.learning_rate <= 1.0:
+        raise ConfigError(f"conv_stdp.learning_rate must lie in (0, 1]; got {cs.learning_rate}")
+
+
 def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key} = {value!r} is not valid; choose one of: {', '.join(allowed)}")
@@ -264,7 +322,7 @@ def _at_least(key: str, value: float, low: float) -> None:
 
 def _section_classes() -> dict[str, type]:
     hints = get_type_hints(RunConfig)
-    return {name: hints[name] for name in ("data", "encode", "model", "train", "diehl_cook")}
+    return {name: kind for name, kind in hints.items() if dataclasses.is_dataclass(kind)}
 
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:

@@ -36,14 +36,19 @@ def evaluate_run(run_dir: Path, steps: int | None = None) -> dict[str, Any]:
         from spikeforge.run.diehl_cook import evaluate_run_diehl_cook
 
         return evaluate_run_diehl_cook(Path(run_dir), config)
+    if config.method == "conv-stdp":
+        from spikeforge.run.conv_stdp import evaluate_run_conv_stdp
+
+        return evaluate_run_conv_stdp(Path(run_dir), config)
+    front_end = _front_end(Path(run_dir), config)
     steps = config.encode.test_steps if steps is None else steps
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1; got {steps}")
     _set_threads(config.train.threads)
-    data = _load_data(config)
+    data = _load_data(config, getattr(front_end, "output_size", None))
     model = load_run_model(Path(run_dir), config).eval()
     accuracy = evaluate(
-        model, config, data.test_x, data.test_y, steps, config.seed + _EVAL_SEED_OFFSET
+        model, config, data.test_x, data.test_y, steps, config.seed + _EVAL_SEED_OFFSET, front_end
     )
     return {"run": str(run_dir), "test_steps": steps, "test_accuracy": accuracy}
 
@@ -61,8 +66,17 @@ def plot_run(run_dir: Path, max_steps: int = 20) -> list[Path]:
         from spikeforge.run.diehl_cook import plot_run_diehl_cook
 
         return plot_run_diehl_cook(run_dir, config)
+    if config.method == "conv-stdp":
+        from spikeforge.run.conv_stdp import plot_run_conv_stdp
+
+        return plot_run_conv_stdp(run_dir)
     _set_threads(config.train.threads)
+    front_end = _front_end(run_dir, config)
     paths = []
+    if front_end is not None:
+        from spikeforge.run.conv_stdp import CONV_DIR, plot_run_conv_stdp
+
+        paths += plot_run_conv_stdp(run_dir / CONV_DIR)
     metrics_path = run_dir / "metrics.jsonl"
     metrics = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
     if metrics:
@@ -71,11 +85,13 @@ def plot_run(run_dir: Path, max_steps: int = 20) -> list[Path]:
         paths.append(
             viz.plot_active_fraction(metrics, run_dir / "active_fraction.png", str(run_dir.name))
         )
-    data = _load_data(config)
+    data = _load_data(config, getattr(front_end, "output_size", None))
     model = load_run_model(run_dir, config).eval()
     steps = list(range(1, max_steps + 1))
     accuracy = [
-        evaluate(model, config, data.test_x, data.test_y, t, config.seed + _EVAL_SEED_OFFSET)
+        evaluate(
+            model, config, data.test_x, data.test_y, t, config.seed + _EVAL_SEED_OFFSET, front_end
+        )
         for t in steps
     ]
     (run_dir / "accuracy_vs_steps.json").write_text(
@@ -86,6 +102,8 @@ def plot_run(run_dir: Path, max_steps: int = 20) -> list[Path]:
 
     generator = torch.Generator().manual_seed(config.seed)
     sample = encode(config, data.test_x[:1], config.encode.steps, generator)
+    if front_end is not None:
+        sample = front_end(sample)
     recording = model.record(sample)
     label = int(data.test_y[0])
     paths.append(
@@ -100,3 +118,12 @@ def plot_run(run_dir: Path, max_steps: int = 20) -> list[Path]:
             )
         )
     return paths
+
+
+def _front_end(run_dir: Path, config: RunConfig):
+    """The frozen conv-STDP layer of a hybrid run (None for other methods)."""
+    if config.method != "conv-stdp-hybrid":
+        return None
+    from spikeforge.run.conv_stdp import CONV_DIR, load_front_end
+
+    return load_front_end(run_dir / CONV_DIR, config)

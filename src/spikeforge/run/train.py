@@ -21,4 +21,12 @@ def train(config: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
         from spikeforge.run.diehl_cook import train_diehl_cook
 
         return train_diehl_cook(config, out, resume=resume)
+    elif config.method == "conv-stdp":
+        from spikeforge.run.conv_stdp import train_conv_stdp
+
+        return train_conv_stdp(config, out, resume=resume)
+    elif config.method == "conv-stdp-hybrid":
+        from spikeforge.run.conv_stdp import train_conv_stdp_hybrid
+
+        return train_conv_stdp_hybrid(config, out, resume=resume)
     raise ConfigError(f"method {config.method!r} has no trainer")
