@@ -6,8 +6,7 @@ import json
 import pytest
 import torch
 
-from spikeforge.run import ConfigError, TrainingInterrupted, train
-from spikeforge.run import bptt
+from spikeforge.run import ConfigError, TrainingInterrupted, bptt, train
 from spikeforge.run import conv_stdp as trainer
 from spikeforge.run.checkpoint import load_checkpoint
 from spikeforge.run.config import config_from_dict

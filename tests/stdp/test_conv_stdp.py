@@ -9,6 +9,7 @@ import torch
 from spikeforge.stdp.conv import (
     ConvSTDPParams,
     average_update,
+    conv_wta_pooled,
     conv_wta_spikes,
     image_windows,
     learn_window_batch,
@@ -204,3 +205,24 @@ def test_params_are_checked():
         ConvSTDPParams(threshold=-1.0)
     with pytest.raises(ValueError, match="window_batch must be at least 1"):
         learn_windows(torch.rand(2, 9), torch.zeros(3, 2, 9), 0, ConvSTDPParams(kernel=3))
+
+
+def test_pooled_layer_numba_equals_torch_and_pools_by_or():
+    generator = torch.Generator().manual_seed(3)
+    spikes = (torch.rand((6, 4, 10, 9), generator=generator) < 0.3).to(torch.uint8)
+    # Filters on a grid of 1/16: every sum is exact in float32 whatever the order of addition,
+    # so the event-driven kernel and conv2d must agree spike for spike.
+    filters = (torch.rand((5, 25), generator=generator) * 16).round() / 16
+    params = ConvSTDPParams(kernel=5, beta=0.5, threshold=2.0)
+    maps = conv_wta_spikes(spikes, filters, params, channels_last=True)  # [T, B, H, W, k]
+    by_hand = maps[:, :, :10, :8].reshape(6, 4, 5, 2, 4, 2, 5).amax(dim=(3, 5))
+    torch_pooled = conv_wta_pooled(spikes, filters, params, 2, backend="torch")
+    numba_pooled = conv_wta_pooled(spikes, filters, params, 2, backend="numba")
+    assert torch_pooled.shape == (6, 4, 5, 4, 5)
+    assert torch.equal(torch_pooled, by_hand)
+    assert torch.equal(numba_pooled, torch_pooled)
+    assert 0.05 < torch_pooled.float().mean() < 0.95
+    unpooled = conv_wta_pooled(spikes, filters, params, 1, backend="numba")
+    assert torch.equal(unpooled, maps)
+    with pytest.raises(ValueError, match="unknown backend"):
+        conv_wta_pooled(spikes, filters, params, 2, backend="cupy")

@@ -44,7 +44,7 @@ from spikeforge.run.checkpoint import (
 from spikeforge.run.config import ConfigError, RunConfig, config_to_dict, load_config, save_config
 from spikeforge.stdp.conv import (
     ConvSTDPParams,
-    conv_wta_spikes,
+    conv_wta_pooled,
     image_windows,
     initial_filters,
     learn_windows,
@@ -105,8 +105,14 @@ class ConvFrontEnd:
     """
 
     def __init__(
-        self, filters: torch.Tensor, params: ConvSTDPParams, image_shape: tuple[int, int], pool: int
+        self,
+        filters: torch.Tensor,
+        params: ConvSTDPParams,
+        image_shape: tuple[int, int],
+        pool: int,
+        backend: str = "auto",
     ) -> None:
+        self.backend = backend
         self.filters = filters
         self.params = params
         self.image_shape = image_shape
@@ -115,23 +121,17 @@ class ConvFrontEnd:
         self.output_size = filters.shape[0] * (height // pool) * (width // pool)
 
     def to(self, device: torch.device | str) -> ConvFrontEnd:
-        return ConvFrontEnd(self.filters.to(device), self.params, self.image_shape, self.pool)
+        return ConvFrontEnd(
+            self.filters.to(device), self.params, self.image_shape, self.pool, self.backend
+        )
 
     def __call__(self, spikes: torch.Tensor) -> torch.Tensor:
         steps, batch, _ = spikes.shape
         height, width = self.image_shape
-        maps = conv_wta_spikes(
-            spikes.reshape(steps, batch, height, width), self.filters, self.params, True
-        )
-        pool, k = self.pool, self.filters.shape[0]
-        rows, cols = height // pool, width // pool
-        pooled = maps[:, :, 0 : rows * pool : pool, 0 : cols * pool : pool]
-        for dy in range(pool):  # OR over the pool x pool block: cheaper than amax on uint8
-            for dx in range(pool):
-                if dy or dx:
-                    pooled = pooled | maps[:, :, dy : rows * pool : pool, dx : cols * pool : pool]
+        maps = spikes.reshape(steps, batch, height, width)
+        pooled = conv_wta_pooled(maps, self.filters, self.params, self.pool, self.backend)
         # Feature order (row, column, filter); the dense layer does not care.
-        return pooled.reshape(steps, batch, rows * cols * k)
+        return pooled.reshape(steps, batch, -1)
 
 
 def _images(config: RunConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -391,7 +391,13 @@ def load_front_end(conv_dir: Path, config: RunConfig) -> ConvFrontEnd:
     """The frozen layer of a finished conv-stdp phase, on ``config.train.device``."""
     filters = load_filters(conv_dir)
     side = {"mnist": 28, "fashion-mnist": 28, "digits": 8}[config.data.name]
-    front = ConvFrontEnd(filters, params_from_config(config), (side, side), config.conv_stdp.pool)
+    front = ConvFrontEnd(
+        filters,
+        params_from_config(config),
+        (side, side),
+        config.conv_stdp.pool,
+        config.model.backend,
+    )
     return front.to(config.train.device)
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "reconstruct",
     "reconstruction_errors",
     "conv_wta_spikes",
+    "conv_wta_pooled",
     "initial_filters",
 ]
 
@@ -334,3 +335,61 @@ def conv_wta_spikes(
     out = wta_lif_scan(by_step.transpose(0, 1), params.beta, params.threshold).transpose(0, 1)
     out = out.reshape(steps, batch, height, width, k)
     return out if channels_last else out.permute(0, 1, 4, 2, 3)
+
+
+def conv_wta_pooled(
+    spikes: torch.Tensor,
+    filters: torch.Tensor,
+    params: ConvSTDPParams,
+    pool: int,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """The layer followed by OR pooling: ``[T, B, H, W]`` -> ``[T, B, H/pool, W/pool, k]``.
+
+    A pooled unit spikes at a step when any layer unit in its ``pool x pool`` block does (max
+    pooling of binary spikes); rows and columns beyond a whole block are dropped.
+
+    Args:
+        spikes: 0/1 input maps ``[T, B, H, W]``.
+        filters: ``w[k, p*p]``.
+        params: layer settings.
+        pool: block size and stride (1: no pooling).
+        backend: ``torch`` (:func:`conv_wta_spikes`; any device), ``numba`` (a fused kernel
+            driven by the input spikes; CPU) or ``auto`` (numba on CPU when installed).
+
+    Returns:
+        uint8 ``[T, B, H // pool, W // pool, k]``.
+    """
+    if backend not in ("auto", "torch", "numba"):
+        raise ValueError(f"unknown backend {backend!r}; choose auto, torch or numba")
+    on_cpu = spikes.device.type == "cpu"
+    if backend == "numba" and not on_cpu:
+        raise ValueError("backend 'numba' runs on CPU only; use backend 'torch' on CUDA")
+    if backend in ("auto", "numba") and on_cpu:
+        try:
+            from spikeforge.stdp import _conv_kernels
+        except ImportError:
+            if backend == "numba":
+                raise ImportError("backend 'numba' needs Numba: pip install numba") from None
+        else:
+            steps, batch, height, width = spikes.shape
+            k = filters.shape[0]
+            out = torch.zeros((steps, batch, height // pool, width // pool, k), dtype=torch.uint8)
+            _conv_kernels.conv_wta_pool(
+                spikes.to(torch.uint8).contiguous().numpy(),
+                filters.detach().to(torch.float32).reshape(k, params.kernel, params.kernel).numpy(),
+                float(params.beta),
+                float(params.threshold),
+                pool,
+                out.numpy(),
+            )
+            return out
+    maps = conv_wta_spikes(spikes, filters, params, channels_last=True)
+    height, width = maps.shape[2], maps.shape[3]
+    rows, cols = height // pool, width // pool
+    pooled = maps[:, :, 0 : rows * pool : pool, 0 : cols * pool : pool]
+    for dy in range(pool):  # OR over the block: cheaper than amax on uint8
+        for dx in range(pool):
+            if dy or dx:
+                pooled = pooled | maps[:, :, dy : rows * pool : pool, dx : cols * pool : pool]
+    return pooled.contiguous()
