@@ -36,6 +36,10 @@ def evaluate_run(run_dir: Path, steps: int | None = None) -> dict[str, Any]:
         from spikeforge.run.diehl_cook import evaluate_run_diehl_cook
 
         return evaluate_run_diehl_cook(Path(run_dir), config)
+    if config.method == "ensemble":
+        from spikeforge.run.ensemble import evaluate_run_ensemble
+
+        return evaluate_run_ensemble(Path(run_dir), config)
     steps = config.encode.test_steps if steps is None else steps
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1; got {steps}")
@@ -61,6 +65,10 @@ def plot_run(run_dir: Path, max_steps: int = 20) -> list[Path]:
         from spikeforge.run.diehl_cook import plot_run_diehl_cook
 
         return plot_run_diehl_cook(run_dir, config)
+    if config.method == "ensemble":
+        from spikeforge.run.ensemble import plot_run_ensemble
+
+        return plot_run_ensemble(run_dir, config)
     _set_threads(config.train.threads)
     paths = []
     metrics_path = run_dir / "metrics.jsonl"

@@ -21,4 +21,8 @@ def train(config: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
         from spikeforge.run.diehl_cook import train_diehl_cook
 
         return train_diehl_cook(config, out, resume=resume)
+    elif config.method == "ensemble":
+        from spikeforge.run.ensemble import train_ensemble
+
+        return train_ensemble(config, out, resume=resume)
     raise ConfigError(f"method {config.method!r} has no trainer")
