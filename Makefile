@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch pinned first: anything unpinned would pull a multi-GB CUDA build.
 	$(PIP) install --quiet "torch==2.13.0"
-	$(PIP) install --quiet -e ".[test,events]"
+	$(PIP) install --quiet -e ".[test,events,distributed]"
 	touch $(STAMP)
 
 data: $(STAMP)

@@ -2,7 +2,7 @@
 
 spikeforge data fetch NAME [--root DIR] [--from DIR]
 spikeforge data check NAME [--root DIR]
-spikeforge train CONFIG.toml [--set key=value ...] [--out DIR] [--resume]
+spikeforge train CONFIG.toml [--set key=value ...] [--out DIR] [--resume] [--address ADDR]
 spikeforge eval DIR [--steps T]
 spikeforge plot DIR
 """
@@ -46,7 +46,10 @@ def _data(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from spikeforge.run import load_config, train
 
-    config = load_config(args.config, args.set)
+    overrides = list(args.set)
+    if args.address:  # shorthand for the ensemble's Ray cluster
+        overrides.append(f"ensemble.address={json.dumps(args.address)}")
+    config = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     summary = train(config, out, resume=args.resume)
     steps = f" (T = {summary['test_steps']})" if "test_steps" in summary else ""
@@ -102,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--address",
+        default=None,
+        help="method ensemble: the Ray cluster to run sub-models on (default: a local Ray)",
+    )
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("eval", help="re-evaluate a saved run on the test set")
@@ -123,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; known errors become one line on stderr and exit status 2."""
     from spikeforge.data import DataError
+    from spikeforge.ensemble import EnsembleError
     from spikeforge.run import CheckpointError, ConfigError, TrainingInterrupted
 
     args = _parser().parse_args(argv)
@@ -131,7 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as err:
         print(str(err), file=sys.stderr)
         return 130
-    except (DataError, ConfigError, CheckpointError, FloatingPointError, ValueError) as err:
+    except (
+        DataError,
+        ConfigError,
+        CheckpointError,
+        EnsembleError,
+        FloatingPointError,
+        ValueError,
+    ) as err:
         print(f"spikeforge: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

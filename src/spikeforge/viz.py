@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +15,7 @@ __all__ = [
     "plot_accuracy_curves",
     "plot_active_fraction",
     "plot_accuracy_vs_steps",
+    "plot_compression",
     "plot_membranes",
     "plot_raster",
     "plot_confusion",
@@ -82,6 +83,40 @@ def plot_accuracy_vs_steps(steps: Sequence[int], accuracy: Sequence[float], path
     ax.set_xlabel("time steps T at test")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_compression(
+    paths: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+    simulated: Mapping[str, tuple[int, float]],
+    merged_accuracy: float,
+    path: Path,
+    title: str = "",
+) -> Path:
+    """Ensemble STDP compression: accuracy against neurons removed from the merged network.
+
+    Args:
+        paths: per metric, (neurons removed, estimated accuracy) along its pruning path (lines).
+        simulated: per compressed network, (neurons removed, accuracy measured by simulation)
+            (markers; the genetic algorithm's network among them).
+        merged_accuracy: the uncompressed merged network's accuracy (dotted line).
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    colors = {}
+    for index, (name, (removed, accuracy)) in enumerate(paths.items()):
+        colors[name] = f"C{index}"
+        ax.plot(removed, [100 * a for a in accuracy], "-", color=colors[name], label=name)
+    for index, (name, (removed, accuracy)) in enumerate(simulated.items()):
+        color = colors.get(name, f"C{len(paths) + index}")
+        ax.plot([removed], [100 * accuracy], "o", color=color, markeredgecolor="black")
+        if name not in colors:
+            ax.plot([], [], "o", color=color, markeredgecolor="black", label=name)
+    ax.axhline(100 * merged_accuracy, color="gray", linestyle=":", label="merged (no removal)")
+    ax.set_xlabel("neurons removed from the merged network")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "lines: estimated from merged spike counts; dots: simulated", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

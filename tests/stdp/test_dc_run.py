@@ -100,3 +100,30 @@ def test_config_errors():
         config_from_dict({"method": "diehl-cook", "diehl_cook": {"size": 3}})
     # the section is ignored (not validated) by other methods
     config_from_dict({"method": "bptt", "diehl_cook": {"neurons": 0}})
+
+
+def test_shard_training_without_evaluation(tmp_path):
+    """``train_indices`` trains on exactly those images (the first 40 == data.limit = 40);
+    ``evaluate=False`` writes a complete checkpoint and a training-only summary."""
+    config = _config(epochs=1)
+    calls = []
+    whole = config_from_dict({**_as_dict(config), "data": {**_as_dict(config)["data"], "limit": 0}})
+    summary = trainer.train_diehl_cook(
+        whole, tmp_path / "shard", log=lambda *_: None, train_indices=np.arange(40),
+        evaluate=False, on_image=lambda done, total: calls.append((done, total)),
+    )  # fmt: skip
+    assert "test_accuracy" not in summary and summary["train_samples"] == 40
+    assert calls[0] == (1, 40) and calls[-1] == (40, 40) and len(calls) == 40
+    _, meta = load_checkpoint(tmp_path / "shard")
+    assert meta["complete"] is True
+    train(config, tmp_path / "limit")
+    a, _ = load_checkpoint(tmp_path / "shard")
+    b, _ = load_checkpoint(tmp_path / "limit")
+    np.testing.assert_array_equal(a["weights"].numpy(), b["weights"].numpy())
+    np.testing.assert_array_equal(a["state.theta"].numpy(), b["state.theta"].numpy())
+
+
+def _as_dict(config):
+    from spikeforge.run.config import config_to_dict
+
+    return config_to_dict(config)

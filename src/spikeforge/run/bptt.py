@@ -298,9 +298,12 @@ def _scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=done - 1)
 
 
-def _check_resumable(saved: RunConfig, requested: RunConfig) -> None:
-    """A resumed run must be the same experiment; only epochs, threads and progress may change."""
-    ignore = {("train", "epochs"), ("train", "threads"), ("train", "progress")}
+def _check_resumable(
+    saved: RunConfig, requested: RunConfig, also_ignore: frozenset[tuple[str, str]] = frozenset()
+) -> None:
+    """A resumed run must be the same experiment; only epochs, threads and progress (and the
+    ``(section, key)`` pairs in ``also_ignore``) may change."""
+    ignore = {("train", "epochs"), ("train", "threads"), ("train", "progress"), *also_ignore}
     saved_dict, requested_dict = config_to_dict(saved), config_to_dict(requested)
     for section, values in requested_dict.items():
         if not isinstance(values, dict):

@@ -25,6 +25,7 @@ __all__ = [
     "RunConfig",
     "DiehlCookConfig",
     "ConvSTDPConfig",
+    "EnsembleConfig",
     "load_config",
     "config_from_dict",
     "apply_overrides",
@@ -32,7 +33,7 @@ __all__ = [
     "config_to_dict",
 ]
 
-METHODS = ("bptt", "diehl-cook", "conv-stdp", "conv-stdp-hybrid")
+METHODS = ("bptt", "diehl-cook", "conv-stdp", "conv-stdp-hybrid", "ensemble")
 DATASETS = ("mnist", "fashion-mnist", "digits", "nmnist", "shd")
 EVENT_DATASETS = ("nmnist", "shd")
 ENCODERS = ("poisson", "latency", "events")
@@ -168,6 +169,35 @@ class ConvSTDPConfig:
 
 
 @dataclass
+class EnsembleConfig:
+    """``[ensemble]``: Ensemble STDP (Hanyu & Dang, "Accelerating distributed
+    spike-timing-dependent-plasticity learning"), method ``ensemble``.
+
+    Sub-model k is a Diehl & Cook network of ``submodels[k]`` neurons with the ``[diehl_cook]``
+    settings (its ``neurons`` is ignored), trained on shard k of the training images.
+    """
+
+    submodels: list[int] = field(default_factory=lambda: [100, 100, 100, 100, 100])
+    shards: str = "equal"  # equal (random, near-equal sizes) | dirichlet (class-skewed)
+    dirichlet_alpha: float = 1.0  # concentration of the Dirichlet class split
+    target_neurons: int = 300  # compress the merged network to this size; 0 = no compression
+    metrics: list[str] = field(
+        default_factory=lambda: ["mse", "manhattan", "cosine", "correlation"]
+    )  # greedy pruning by each; the first is the headline (summary.json test_accuracy)
+    genetic: bool = False  # also choose the neurons to keep with a genetic algorithm
+    genetic_population: int = 40
+    genetic_generations: int = 100
+    genetic_tournament: int = 3
+    genetic_elite: int = 2
+    genetic_mutation: float = 0.02  # chance that each kept neuron of a child is swapped out
+    validation_images: int = 5000  # held out of training for the genetic fitness (when genetic)
+    path_points: int = 25  # sizes along each pruning path shown by `spikeforge plot`
+    workers: int = 0  # CPUs of a local Ray; 0 = all cores
+    address: str = ""  # Ray cluster to join (e.g. "auto" or "ray://host:10001"); "" = local
+    max_retries: int = 3  # retries of a task whose worker process dies
+
+
+@dataclass
 class RunConfig:
     """A whole experiment."""
 
@@ -179,6 +209,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     diehl_cook: DiehlCookConfig = field(default_factory=DiehlCookConfig)
     conv_stdp: ConvSTDPConfig = field(default_factory=ConvSTDPConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
     def validate(self) -> RunConfig:
         """Check every value; raise ConfigError naming the key, the value and what is allowed."""
@@ -253,10 +284,12 @@ class RunConfig:
             raise ConfigError(
                 f"train.device must be cpu, cuda or cuda:N; got {self.train.device!r}"
             )
-        if self.method == "diehl-cook":
+        if self.method in ("diehl-cook", "ensemble"):
             _validate_diehl_cook(self)
         if self.method in ("conv-stdp", "conv-stdp-hybrid"):
             _validate_conv_stdp(self)
+        if self.method == "ensemble":
+            _validate_ensemble(self)
         return self
 
 
@@ -266,7 +299,9 @@ def _validate_diehl_cook(config: RunConfig) -> None:
 
     dc = config.diehl_cook
     if config.encode.kind == "events":
-        raise ConfigError("method diehl-cook needs an image dataset (mnist, fashion-mnist, digits)")
+        raise ConfigError(
+            f"method {config.method} needs an image dataset (mnist, fashion-mnist, digits)"
+        )
     _one_of("diehl_cook.neuron_model", dc.neuron_model, NEURON_MODELS)
     _one_of("diehl_cook.rule", dc.rule, RULES)
     _one_of("diehl_cook.engine", dc.engine, ENGINES)
@@ -308,6 +343,66 @@ def _validate_conv_stdp(config: RunConfig) -> None:
         raise ConfigError(f"conv_stdp.threshold must be positive; got {cs.threshold}")
     if not 0.0 < cs.learning_rate <= 1.0:
         raise ConfigError(f"conv_stdp.learning_rate must lie in (0, 1]; got {cs.learning_rate}")
+
+
+def _validate_ensemble(config: RunConfig) -> None:
+    """Checks of ``[ensemble]``, run only when method is ``ensemble``."""
+    from spikeforge.ensemble import METRICS, SHARD_KINDS
+
+    ens = config.ensemble
+    if not ens.submodels or any(n < 1 for n in ens.submodels):
+        raise ConfigError(
+            f"ensemble.submodels needs one neuron count >= 1 per sub-model; got {ens.submodels}"
+        )
+    _one_of("ensemble.shards", ens.shards, SHARD_KINDS)
+    if not 0 < ens.dirichlet_alpha < float("inf"):
+        raise ConfigError(f"ensemble.dirichlet_alpha must be positive; got {ens.dirichlet_alpha}")
+    merged = sum(ens.submodels)
+    if not 0 <= ens.target_neurons <= merged:
+        raise ConfigError(
+            f"ensemble.target_neurons must lie in 0..{merged} (the merged size, sum of "
+            f"ensemble.submodels); got {ens.target_neurons}"
+        )
+    for metric in ens.metrics:
+        _one_of("ensemble.metrics", metric, METRICS)
+    if len(set(ens.metrics)) != len(ens.metrics):
+        raise ConfigError(f"ensemble.metrics lists a metric twice: {ens.metrics}")
+    compressing = 0 < ens.target_neurons < merged
+    if compressing and not ens.metrics and not ens.genetic:
+        raise ConfigError(
+            "ensemble.target_neurons asks for compression but ensemble.metrics is empty and "
+            "ensemble.genetic is false; name a metric or turn the genetic algorithm on"
+        )
+    if ens.genetic and not compressing:
+        raise ConfigError(
+            f"ensemble.genetic needs ensemble.target_neurons between 1 and {merged - 1} "
+            f"(below the merged size); got {ens.target_neurons}"
+        )
+    for key in ("genetic_population", "genetic_tournament"):
+        _at_least(f"ensemble.{key}", getattr(ens, key), 2 if key == "genetic_population" else 1)
+    for key in ("genetic_generations", "genetic_elite", "workers", "max_retries"):
+        _at_least(f"ensemble.{key}", getattr(ens, key), 0)
+    _at_least("ensemble.path_points", ens.path_points, 2)
+    if ens.genetic_tournament > ens.genetic_population:
+        raise ConfigError(
+            f"ensemble.genetic_tournament ({ens.genetic_tournament}) exceeds "
+            f"ensemble.genetic_population ({ens.genetic_population})"
+        )
+    if ens.genetic_elite >= ens.genetic_population:
+        raise ConfigError(
+            f"ensemble.genetic_elite ({ens.genetic_elite}) must be below "
+            f"ensemble.genetic_population ({ens.genetic_population})"
+        )
+    if not 0.0 <= ens.genetic_mutation <= 1.0:
+        raise ConfigError(
+            f"ensemble.genetic_mutation must lie in [0, 1]; got {ens.genetic_mutation}"
+        )
+    _at_least("ensemble.validation_images", ens.validation_images, 1 if ens.genetic else 0)
+    if ens.address and ens.workers:
+        raise ConfigError(
+            "ensemble.workers sets the CPUs of a local Ray; with ensemble.address the cluster "
+            "decides: set ensemble.workers = 0"
+        )
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:

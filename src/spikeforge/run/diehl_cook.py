@@ -20,6 +20,7 @@ import json
 import platform
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from spikeforge.stdp.diehl_cook import NetworkState, present_image
 
 __all__ = [
     "params_from_config",
+    "spike_counts",
     "train_diehl_cook",
     "evaluate_diehl_cook",
     "evaluate_run_diehl_cook",
@@ -184,6 +186,19 @@ def _frozen_copy(network: DiehlCookNetwork) -> DiehlCookNetwork:
     return DiehlCookNetwork(network.params, network.weights.copy(), state, network.engine)
 
 
+def spike_counts(
+    network: DiehlCookNetwork,
+    images: np.ndarray,
+    seed: int,
+    on_image: Callable[..., None] | None = None,
+) -> np.ndarray:
+    """Spike counts [M, N] of ``images`` [M, K] with learning off, from the resting state with the
+    trained weights and thresholds; the encoder is seeded by ``seed``, so the counts are
+    reproducible. ``on_image(index, counts, presentations)`` is called after each image."""
+    rng = np.random.default_rng(seed)
+    return run_images(_frozen_copy(network), images, rng, False, on_image)
+
+
 def evaluate_diehl_cook(
     network: DiehlCookNetwork, config: RunConfig, data: _Data, progress: bool = False
 ) -> dict[str, Any]:
@@ -195,7 +210,6 @@ def evaluate_diehl_cook(
     label_count = config.diehl_cook.label_images or len(data.train_y)
     label_x = data.train_x[-label_count:]
     label_y = data.train_y[-label_count:]
-    frozen = _frozen_copy(network)
     with tqdm(
         total=len(label_y) + len(data.test_y), desc="label + test", disable=not progress,
         leave=False, unit="img",
@@ -204,13 +218,8 @@ def evaluate_diehl_cook(
         def tick(*_: Any) -> None:
             bar.update(1)
 
-        label_counts = run_images(
-            frozen, label_x, np.random.default_rng(config.seed + _LABEL_SEED_OFFSET), False, tick
-        )
-        frozen = _frozen_copy(network)
-        test_counts = run_images(
-            frozen, data.test_x, np.random.default_rng(config.seed + _TEST_SEED_OFFSET), False, tick
-        )
+        label_counts = spike_counts(network, label_x, config.seed + _LABEL_SEED_OFFSET, tick)
+        test_counts = spike_counts(network, data.test_x, config.seed + _TEST_SEED_OFFSET, tick)
     assignment = assign_labels(label_counts, label_y)
     all_activity = predict_all_activity(test_counts, assignment)
     proportion = predict_proportion(test_counts, assignment)
@@ -270,14 +279,35 @@ class _InterruptFlag:
 
 
 def train_diehl_cook(
-    config: RunConfig, out: Path, resume: bool = False, log: Any = print
+    config: RunConfig,
+    out: Path,
+    resume: bool = False,
+    log: Any = print,
+    *,
+    train_indices: np.ndarray | None = None,
+    evaluate: bool = True,
+    on_image: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train, label, test; write the run directory; return the summary (also ``summary.json``)."""
+    """Train, label, test; write the run directory; return the summary (also ``summary.json``).
+
+    Args:
+        train_indices: train on these images of the training set only (a shard, in this order
+            before the epoch's shuffle); labelling then uses the shard's last ``label_images``.
+        evaluate: False skips the labelling and test passes: the summary then holds the training
+            figures only (the ensemble trainer evaluates its sub-models itself).
+        on_image: called as ``on_image(images_done, images_total)`` after each training image,
+            counting over all epochs (progress reports).
+    """
     from spikeforge.run.bptt import TrainingInterrupted, _cpu_name, _set_threads
 
     out = prepare_run_dir(out, resume)
     _set_threads(config.train.threads)
     data = _load_data(config)
+    if train_indices is not None:
+        train_indices = np.asarray(train_indices, np.int64)
+        data = _Data(
+            data.train_x[train_indices], data.train_y[train_indices], data.test_x, data.test_y
+        )
     n_train, n_inputs = data.train_x.shape
     dc = config.diehl_cook
     network = DiehlCookNetwork.create(
@@ -336,6 +366,8 @@ def train_diehl_cook(
                 progress.image += 1
                 progress.train_samples += 1
                 bar.update(1)
+                if on_image is not None:
+                    on_image(progress.train_samples, n_train * config.train.epochs)
                 if progress.window_filled == dc.log_every or progress.image == n_train:
                     progress.train_seconds += time.perf_counter() - started
                     record = _window_record(network, progress, window, epoch)
@@ -369,32 +401,38 @@ def train_diehl_cook(
             progress.epoch, progress.image, order = epoch, 0, None
             _save(out, network, progress, rngs, order, window, complete=False)
 
-    eval_started = time.perf_counter()
-    result = evaluate_diehl_cook(network, config, data, progress=config.train.progress)
-    _save(out, network, progress, rngs, None, window, complete=True)
-    summary = {
+    summary: dict[str, Any] = {
         "method": config.method,
         "dataset": config.data.name,
         "neurons": dc.neurons,
         "neuron_model": dc.neuron_model,
         "rule": dc.rule,
         "epochs": progress.epoch,
-        "test_accuracy": result["test_accuracy"],
-        "test_accuracy_proportion": result["test_accuracy_proportion"],
-        "label_images": result["label_images"],
-        "test_images": result["test_images"],
         "train_seconds": progress.train_seconds,
         "train_samples": progress.train_samples,
         "samples_per_second": progress.train_samples / max(progress.train_seconds, 1e-9),
         "presentations": progress.presentations,
-        "eval_seconds": time.perf_counter() - eval_started,
         "theta_mean": float(network.state.theta.mean()),
-        "test_spikes_per_image": result["test_spikes_per_image"],
-        "confusion": result["confusion"],
-        "assignments": result["assignments"],
         "machine": f"{platform.machine()} {_cpu_name()}, {torch.get_num_threads()} threads",
         "config": config_to_dict(config),
     }
+    if not evaluate:
+        _save(out, network, progress, rngs, None, window, complete=True)
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+        return summary
+    eval_started = time.perf_counter()
+    result = evaluate_diehl_cook(network, config, data, progress=config.train.progress)
+    _save(out, network, progress, rngs, None, window, complete=True)
+    summary.update(
+        test_accuracy=result["test_accuracy"],
+        test_accuracy_proportion=result["test_accuracy_proportion"],
+        label_images=result["label_images"],
+        test_images=result["test_images"],
+        eval_seconds=time.perf_counter() - eval_started,
+        test_spikes_per_image=result["test_spikes_per_image"],
+        confusion=result["confusion"],
+        assignments=result["assignments"],
+    )
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     log(
         f"test accuracy {summary['test_accuracy']:.4f} (all activity), "

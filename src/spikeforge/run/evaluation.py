@@ -36,6 +36,10 @@ def evaluate_run(run_dir: Path, steps: int | None = None) -> dict[str, Any]:
         from spikeforge.run.diehl_cook import evaluate_run_diehl_cook
 
         return evaluate_run_diehl_cook(Path(run_dir), config)
+    if config.method == "ensemble":
+        from spikeforge.run.ensemble import evaluate_run_ensemble
+
+        return evaluate_run_ensemble(Path(run_dir), config)
     if config.method == "conv-stdp":
         from spikeforge.run.conv_stdp import evaluate_run_conv_stdp
 
@@ -70,6 +74,10 @@ def plot_run(run_dir: Path, max_steps: int = 20) -> list[Path]:
         from spikeforge.run.conv_stdp import plot_run_conv_stdp
 
         return plot_run_conv_stdp(run_dir)
+    if config.method == "ensemble":
+        from spikeforge.run.ensemble import plot_run_ensemble
+
+        return plot_run_ensemble(run_dir, config)
     _set_threads(config.train.threads)
     front_end = _front_end(run_dir, config)
     paths = []

@@ -29,4 +29,8 @@ def train(config: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
         from spikeforge.run.conv_stdp import train_conv_stdp_hybrid
 
         return train_conv_stdp_hybrid(config, out, resume=resume)
+    elif config.method == "ensemble":
+        from spikeforge.run.ensemble import train_ensemble
+
+        return train_ensemble(config, out, resume=resume)
     raise ConfigError(f"method {config.method!r} has no trainer")
