@@ -9,7 +9,7 @@ import pytest
 from spikeforge.run import ConfigError, TrainingInterrupted, train
 from spikeforge.run import diehl_cook as trainer
 from spikeforge.run.checkpoint import load_checkpoint
-from spikeforge.run.config import config_from_dict
+from spikeforge.run.config import config_from_dict, config_to_dict
 from spikeforge.run.evaluation import evaluate_run, plot_run
 
 
@@ -127,3 +127,47 @@ def _as_dict(config):
     from spikeforge.run.config import config_to_dict
 
     return config_to_dict(config)
+
+
+def _batched_config(**diehl_cook):
+    config = config_to_dict(_config())
+    config["diehl_cook"].update({"batch_size": 4, **diehl_cook})
+    return config_from_dict(config)
+
+
+def test_batched_run_directory_and_resume(tmp_path, monkeypatch):
+    """batch_size 4 (the batched mode) trains, evaluates and writes the run directory; batches
+    end at metrics windows (15 is not a multiple of 4) and resume after Ctrl-C is exact."""
+    straight = train(_batched_config(), tmp_path / "straight")
+    saved = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    assert saved["train_samples"] == 80 and saved["config"]["diehl_cook"]["batch_size"] == 4
+    assert 0.0 <= straight["test_accuracy"] <= 1.0 and straight["theta_mean"] > 0
+    lines = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["images"] for ln in lines] == [15, 30, 40, 55, 70, 80]
+
+    original = trainer.present_batch
+    calls = {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 14:  # epoch 2, mid-window
+            signal.raise_signal(signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "present_batch", interrupting)
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train(_batched_config(), tmp_path / "cut")
+    monkeypatch.undo()
+    resumed = train(_batched_config(), tmp_path / "cut", resume=True)
+    a, _ = load_checkpoint(tmp_path / "straight")
+    b, _ = load_checkpoint(tmp_path / "cut")
+    np.testing.assert_array_equal(a["weights"].numpy(), b["weights"].numpy())
+    np.testing.assert_array_equal(a["state.theta"].numpy(), b["state.theta"].numpy())
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+
+
+def test_batched_config_errors():
+    with pytest.raises(ConfigError, match="diehl_cook.batch_size must be at least 1; got 0"):
+        config_from_dict({"method": "diehl-cook", "diehl_cook": {"batch_size": 0}})
+    with pytest.raises(ConfigError, match="diehl_cook.batch_reduction = 'max' is not valid"):
+        config_from_dict({"method": "diehl-cook", "diehl_cook": {"batch_reduction": "max"}})

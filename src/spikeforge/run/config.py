@@ -141,6 +141,13 @@ class DiehlCookConfig:
     spike_gap_ms: float = -1.0  # min. time between exc spikes; -1 = model default (50 / 0 ms)
     label_images: int = 10000  # labelling pass (learning off) on the last N training images
     log_every: int = 5000  # images between metrics lines and checkpoints
+    # Images per batch. 1 = the per-image reference semantics (each image's updates applied before
+    # the next). > 1 = the batched mode, a DIFFERENT ORDER OF COMPUTATION that changes results:
+    # copies of the network learn from each image of a batch from the same start, then their
+    # changes are reduced (spikeforge.stdp.diehl_cook_batched); torch on train.device (engine
+    # is then unused).
+    batch_size: int = 1
+    batch_reduction: str = "mean"  # mean | sum of the images' weight and theta changes
 
 
 @dataclass
@@ -296,6 +303,7 @@ class RunConfig:
 def _validate_diehl_cook(config: RunConfig) -> None:
     """Checks of ``[diehl_cook]``, run only when method is ``diehl-cook``."""
     from spikeforge.stdp import ENGINES, NEURON_MODELS, RULES
+    from spikeforge.stdp.diehl_cook_batched import BATCH_REDUCTIONS
 
     dc = config.diehl_cook
     if config.encode.kind == "events":
@@ -305,7 +313,8 @@ def _validate_diehl_cook(config: RunConfig) -> None:
     _one_of("diehl_cook.neuron_model", dc.neuron_model, NEURON_MODELS)
     _one_of("diehl_cook.rule", dc.rule, RULES)
     _one_of("diehl_cook.engine", dc.engine, ENGINES)
-    for key in ("neurons", "max_presentations", "log_every"):
+    _one_of("diehl_cook.batch_reduction", dc.batch_reduction, BATCH_REDUCTIONS)
+    for key in ("neurons", "max_presentations", "log_every", "batch_size"):
         _at_least(f"diehl_cook.{key}", getattr(dc, key), 1)
     nonnegative = ("min_spikes", "label_images", "rest_ms", "theta_plus", "nu_pre", "nu_post")
     for key in (*nonnegative, "exc_to_inh", "inh_to_exc"):

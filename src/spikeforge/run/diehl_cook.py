@@ -1,7 +1,10 @@
 """Trainer of the Diehl & Cook (2015) STDP network (method ``diehl-cook``).
 
 Images are shown one at a time (per-image sequential learning: each image's weight updates are
-applied before the next image). Every ``diehl_cook.log_every`` images a line goes to
+applied before the next image), or, with ``diehl_cook.batch_size > 1``, in batches whose images
+learn from the same start and have their changes averaged (or summed): a different order of
+computation, see :mod:`spikeforge.stdp.diehl_cook_batched`. Batches end at metrics windows, so
+checkpoints (and resume) fall between batches. Every ``diehl_cook.log_every`` images a line goes to
 ``metrics.jsonl`` (windowed training accuracy: neurons labelled by the previous window's responses,
 then used to classify this window, the authors' running estimate; mean theta; spikes and
 presentations per image, to catch activity dying as thresholds grow) and an atomic checkpoint is
@@ -49,6 +52,7 @@ from spikeforge.stdp import (
     run_images,
 )
 from spikeforge.stdp.diehl_cook import NetworkState, present_image
+from spikeforge.stdp.diehl_cook_batched import present_batch
 
 __all__ = [
     "params_from_config",
@@ -356,18 +360,31 @@ def train_diehl_cook(
             )  # fmt: skip
             started = time.perf_counter()
             while progress.image < n_train:
-                index = order[progress.image]
-                counts, shown = present_image(network, data.train_x[index], rngs["encode"], True)
-                slot = progress.window_filled
-                window["counts"][slot], window["labels"][slot] = counts, data.train_y[index]
-                progress.window_filled += 1
-                progress.window_presentations += shown
-                progress.presentations += shown
-                progress.image += 1
-                progress.train_samples += 1
-                bar.update(1)
-                if on_image is not None:
-                    on_image(progress.train_samples, n_train * config.train.epochs)
+                if dc.batch_size == 1:
+                    indices = order[progress.image : progress.image + 1]
+                    counts, shown = present_image(
+                        network, data.train_x[indices[0]], rngs["encode"], True
+                    )
+                    batch_counts, batch_shown = counts[None], [shown]
+                else:  # batches end at window ends, so checkpoints fall between batches
+                    window_left = dc.log_every - progress.window_filled
+                    size = min(dc.batch_size, n_train - progress.image, window_left)
+                    indices = order[progress.image : progress.image + size]
+                    batch_counts, batch_shown = present_batch(
+                        network, data.train_x[indices], rngs["encode"], True,
+                        dc.batch_reduction, config.train.device,
+                    )  # fmt: skip
+                for index, counts, shown in zip(indices, batch_counts, batch_shown, strict=True):
+                    slot = progress.window_filled
+                    window["counts"][slot], window["labels"][slot] = counts, data.train_y[index]
+                    progress.window_filled += 1
+                    progress.window_presentations += int(shown)
+                    progress.presentations += int(shown)
+                    progress.image += 1
+                    progress.train_samples += 1
+                    bar.update(1)
+                    if on_image is not None:
+                        on_image(progress.train_samples, n_train * config.train.epochs)
                 if progress.window_filled == dc.log_every or progress.image == n_train:
                     progress.train_seconds += time.perf_counter() - started
                     record = _window_record(network, progress, window, epoch)

@@ -1,5 +1,6 @@
 """Spike-timing-dependent plasticity: learning rules as pure functions, the Diehl & Cook (2015)
-network with a plain reference engine and a fast event-driven Numba engine, and spike-count
+network with a plain reference engine, a fast event-driven Numba engine and a batched torch mode
+(several images learn from the same start, their updates averaged), and spike-count
 classifiers (label assignment, all-activity and proportion-weighting votes)."""
 
 from spikeforge.stdp.diehl_cook import (
@@ -14,6 +15,12 @@ from spikeforge.stdp.diehl_cook import (
     present_image,
     run_images,
     simulate_reference,
+)
+from spikeforge.stdp.diehl_cook_batched import (
+    BATCH_REDUCTIONS,
+    present_batch,
+    run_images_batched,
+    simulate_batch,
 )
 from spikeforge.stdp.labels import (
     LabelAssignment,
@@ -32,6 +39,7 @@ from spikeforge.stdp.rules import (
 )
 
 __all__ = [
+    "BATCH_REDUCTIONS",
     "ENGINES",
     "NEURON_MODELS",
     "RULES",
@@ -51,7 +59,10 @@ __all__ = [
     "potentiation_on_post",
     "predict_all_activity",
     "predict_proportion",
+    "present_batch",
     "present_image",
     "run_images",
+    "run_images_batched",
+    "simulate_batch",
     "simulate_reference",
 ]
