@@ -299,13 +299,19 @@ def _scheduler(
 
 
 def _check_resumable(
-    saved: RunConfig, requested: RunConfig, also_ignore: frozenset[tuple[str, str]] = frozenset()
+    saved: RunConfig,
+    requested: RunConfig,
+    also_ignore: frozenset[tuple[str, str]] = frozenset(),
+    sections: tuple[str, ...] | None = None,
 ) -> None:
     """A resumed run must be the same experiment; only epochs, threads and progress (and the
-    ``(section, key)`` pairs in ``also_ignore``) may change."""
+    ``(section, key)`` pairs in ``also_ignore``) may change. ``sections`` limits the check to
+    those top-level keys and config sections (default: all)."""
     ignore = {("train", "epochs"), ("train", "threads"), ("train", "progress"), *also_ignore}
     saved_dict, requested_dict = config_to_dict(saved), config_to_dict(requested)
     for section, values in requested_dict.items():
+        if sections is not None and section not in sections:
+            continue
         if not isinstance(values, dict):
             if values != saved_dict[section]:
                 raise ConfigError(

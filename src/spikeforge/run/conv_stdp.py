@@ -33,7 +33,14 @@ from tqdm import tqdm
 
 from spikeforge.data.encoders import poisson_encode
 from spikeforge.data.vision import load_vision
-from spikeforge.run.bptt import TrainingInterrupted, _cpu_name, _set_threads, train_bptt
+from spikeforge.run.bptt import (
+    TrainingInterrupted,
+    _append_metrics,
+    _check_resumable,
+    _cpu_name,
+    _set_threads,
+    train_bptt,
+)
 from spikeforge.run.checkpoint import (
     WEIGHTS_NAME,
     atomic_write_text,
@@ -41,7 +48,7 @@ from spikeforge.run.checkpoint import (
     prepare_run_dir,
     save_checkpoint,
 )
-from spikeforge.run.config import ConfigError, RunConfig, config_to_dict, load_config, save_config
+from spikeforge.run.config import ConfigError, RunConfig, load_config, save_config
 from spikeforge.stdp.conv import (
     ConvSTDPParams,
     conv_wta_pooled,
@@ -230,20 +237,13 @@ def load_filters(run_dir: Path) -> torch.Tensor:
 
 
 def _check_same_experiment(saved: RunConfig, requested: RunConfig) -> None:
-    ignore = {("train", "threads"), ("train", "progress"), ("conv_stdp", "epochs")}
-    saved_dict, requested_dict = config_to_dict(saved), config_to_dict(requested)
-    for section in ("seed", "data", "conv_stdp"):
-        old, new = saved_dict.get(section), requested_dict.get(section)
-        if not isinstance(new, dict):
-            if old != new:
-                raise ConfigError(f"cannot resume: {section} was {old}, now {new}")
-            continue
-        for key, value in new.items():
-            if (section, key) not in ignore and old.get(key) != value:
-                raise ConfigError(
-                    f"cannot resume: {section}.{key} was {old.get(key)!r}, now {value!r}; "
-                    "resume with the saved config.toml"
-                )
+    """The STDP phase depends only on the seed, the data and ``[conv_stdp]`` (epochs may grow)."""
+    _check_resumable(
+        saved,
+        requested,
+        also_ignore=frozenset({("conv_stdp", "epochs")}),
+        sections=("seed", "data", "conv_stdp"),
+    )
 
 
 def train_conv_stdp(
@@ -381,8 +381,7 @@ def _log_metrics(out: Path, epoch: int, progress: _Progress, recent: collections
         "fired_window_fraction": progress.windows_fired / max(progress.windows_active, 1),
         "train_seconds": progress.train_seconds,
     }
-    with open(out / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    _append_metrics(out, record)
     progress.since_log = 0
     progress.windows_fired = progress.windows_active = 0
 

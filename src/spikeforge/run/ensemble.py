@@ -320,11 +320,6 @@ def evaluate_network_task(
 # the driver
 
 
-def _append_metrics(out: Path, record: dict[str, Any]) -> None:
-    with open(out / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
 def _tail(indices: np.ndarray, count: int) -> np.ndarray:
     """The last ``count`` of ``indices`` (all when 0): the labelled images, as in Diehl & Cook."""
     return indices[-count:] if count else indices
@@ -496,7 +491,7 @@ def train_ensemble(
     """Shard, train sub-models on Ray, merge, compress, evaluate; write the run directory;
     return the summary (also ``summary.json``; every figure in ``ensemble.json``)."""
     from spikeforge.ensemble import distributed
-    from spikeforge.run.bptt import _check_resumable, _cpu_name, _set_threads
+    from spikeforge.run.bptt import _append_metrics, _check_resumable, _cpu_name, _set_threads
 
     wall_started = time.perf_counter()
     out = prepare_run_dir(out, resume)
