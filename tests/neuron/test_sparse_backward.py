@@ -76,26 +76,50 @@ def test_public_entry_point_and_uint8_input():
     torch.testing.assert_close(gw, gw2)
 
 
-def test_chain_through_time_stops_at_inactive_steps_and_resets():
-    """Hand computation for one neuron: d[t] = A[t] (g[t] s'[t] + beta (1 - s[t]) d[t+1])."""
+def test_gradient_leaks_through_inactive_steps_and_stops_at_a_reset():
+    """Hand computation for one neuron: d[t] = A[t] g[t] s'[t] + beta (1 - s[t]) d[t+1]."""
     beta, k = 0.5, 100.0
-    current = torch.tensor([0.9, 0.1, 0.45, 0.2, 0.5])  # u = .9, .55, .725, .5625, .78125
-    x = torch.eye(5).unsqueeze(1).requires_grad_()  # input i spikes only at step i
-    w = current.view(1, 5).clone().requires_grad_()
+    current = torch.tensor([0.9, 0.1, 0.45, 0.2, 0.5, 1.2, 0.3])
+    # u = .9, .55, .725, .5625, .78125, 1.590625 (spike, reset), .3
+    x = torch.eye(7).unsqueeze(1).requires_grad_()  # input i spikes only at step i
+    w = current.view(1, 7).clone().requires_grad_()
     out = sparse_spiking_linear(x, w, beta, 1.0, "inverse-square", k, 0.3, "numba")
-    u = torch.tensor([0.9, 0.55, 0.725, 0.5625, 0.78125])
-    assert out.sum() == 0
-    active = (u - 1).abs() < 0.3  # T F T F T
-    g = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    u = torch.tensor([0.9, 0.55, 0.725, 0.5625, 0.78125, 1.590625, 0.3])
+    spikes = (u >= 1).float()
+    assert out.view(7).tolist() == spikes.tolist()
+    active = (u - 1).abs() < 0.3  # T F T F T F F
+    g = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     sig = 1 / (k * (u - 1).abs() + 1) ** 2
-    expected = torch.zeros(5)
+    expected = torch.zeros(7)
     carry = 0.0
-    for t in range(4, -1, -1):
-        carry = float(active[t]) * (g[t] * sig[t] + beta * carry)
+    for t in range(6, -1, -1):
+        carry = float(active[t]) * g[t] * sig[t] + beta * (1 - spikes[t]) * carry
         expected[t] = carry
-    gx, gw = torch.autograd.grad((out * g.view(5, 1, 1)).sum(), [x, w])
-    torch.testing.assert_close(gw.view(5), expected)  # dW[0, i] = d[i] (input i at step i)
-    torch.testing.assert_close(gx.view(5, 5).diagonal(), expected * current)
+    # by hand: nothing is active at or after the spike at step 5, so d[5] = d[6] = 0, and
+    # d[3] = beta d[4] leaks through the inactive step 3 (the old all-masked rule gave 0 there)
+    assert expected[5] == 0 and expected[6] == 0
+    torch.testing.assert_close(expected[3], beta * expected[4])
+    assert expected[1] > 0 and expected[3] > 0
+    gx, gw = torch.autograd.grad((out * g.view(7, 1, 1)).sum(), [x, w])
+    torch.testing.assert_close(gw.view(7), expected)  # dW[0, i] = d[i] (input i at step i)
+    torch.testing.assert_close(gx.view(7, 7).diagonal(), expected * current)
+
+
+def test_a_spike_cuts_the_leak_of_a_later_active_entry():
+    """The span of an active entry stops at the neuron's previous spike."""
+    beta, k = 0.5, 10.0
+    current = torch.tensor([0.8, 1.0, 0.2, 0.85])  # u = .8, 1.4 (spike), .2, .95
+    x = torch.eye(4).unsqueeze(1).requires_grad_()
+    w = current.view(1, 4).clone().requires_grad_()
+    out = sparse_spiking_linear(x, w, beta, 1.0, "inverse-square", k, 0.25, "numba")
+    g = torch.ones(4, 1, 1)
+    (gw,) = torch.autograd.grad((out * g).sum(), [w])
+    u = torch.tensor([0.8, 1.4, 0.2, 0.95])
+    sig = 1 / (k * (u - 1).abs() + 1) ** 2
+    # active: steps 0 and 3. d[3] = s'[3]; d[2] = beta d[3]; d[1] = 0 (spike at 1 resets:
+    # inactive there, and the carry is cut); d[0] = s'[0].
+    expected = torch.tensor([sig[0], 0.0, beta * sig[3], sig[3]])
+    torch.testing.assert_close(gw.view(4), expected)
 
 
 def test_active_set_of_hand_made_trace():

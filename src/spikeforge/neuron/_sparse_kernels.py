@@ -4,11 +4,16 @@ Imported lazily by :mod:`spikeforge.neuron.sparse`, whose PyTorch path is the re
 
 Layouts: the current is time-major ``[T, B, N]``; an *active entry* ``e`` is one ``(t, b, j)``
 with ``|u - threshold| < active_bound``. The forward stores entries batch item by batch item,
-each batch item's entries in time order, as four flat arrays: ``row[e] = t * B + b``,
-``neuron[e] = j``, ``surrogate[e] = sigma'(u - threshold)`` and ``successor[e]``, the entry of
-``(t + 1, b, j)`` when that one is active and no spike reset the neuron at ``t`` (-1 otherwise).
-The backward walks each batch item's entries in reverse time order, so parallel work over batch
-items never writes the same row of the input gradient.
+each batch item's entries in time order, as five flat arrays: ``row[e] = t * B + b``,
+``neuron[e] = j``, ``surrogate[e] = sigma'(u - threshold)``, ``successor[e]``, the next active
+entry of the same ``(b, j)`` when no spike reset the neuron from ``t`` up to it (-1 otherwise),
+and ``span_start[e]``, the first step whose gradient this entry carries: one after the neuron's
+previous active entry or previous spike, whichever is later (0 if none).
+
+Between active entries the gradient only leaks back in time: ``d[t] = beta^(t_e - t) d[t_e]`` for
+``span_start[e] <= t <= t_e`` and zero before the span (a spike reset the neuron there, or an
+older active entry takes over). The backward walks each batch item's entries in reverse time
+order, so parallel work over batch items never writes the same row of the input gradient.
 """
 
 from __future__ import annotations
@@ -51,31 +56,45 @@ def lif_forward_count(current, beta, threshold, bound, spikes_float, counts):
 
 @nb.njit(parallel=True, cache=True)
 def lif_forward_gather(
-    current, beta, threshold, bound, code, scale, offsets, row, neuron, surrogate, successor
+    current,
+    beta,
+    threshold,
+    bound,
+    code,
+    scale,
+    offsets,
+    row,
+    neuron,
+    surrogate,
+    successor,
+    span_start,
 ):
     """Second pass of the same scan: write the active entries from ``offsets[b]`` on."""
     steps, batch, width = current.shape
     for b in nb.prange(batch):
         v = np.zeros(width, dtype=current.dtype)
-        previous = np.full(width, -1, dtype=np.int64)  # entry at t-1 that carries into t
+        newest = np.full(width, -1, dtype=np.int64)  # the neuron's last entry since its reset
+        first = np.zeros(width, dtype=np.int64)  # first step the next entry's span can reach
         e = offsets[b]
         for t in range(steps):
             for j in range(width):
                 u = beta * v[j] + current[t, b, j]
                 fired = u >= threshold
                 x = u - threshold
-                carry_from = -1
                 if abs(x) < bound:
                     row[e] = t * batch + b
                     neuron[e] = j
                     surrogate[e] = _surrogate(x, code, scale)
                     successor[e] = -1
-                    if previous[j] >= 0:
-                        successor[previous[j]] = e
-                    if not fired:
-                        carry_from = e
+                    span_start[e] = first[j]
+                    if newest[j] >= 0:
+                        successor[newest[j]] = e
+                    newest[j] = e
+                    first[j] = t + 1
                     e += 1
-                previous[j] = carry_from
+                if fired:
+                    newest[j] = -1
+                    first[j] = t + 1
                 v[j] = 0.0 if fired else u
 
 
@@ -117,47 +136,70 @@ def sparse_backward(
     neuron,
     surrogate,
     successor,
+    span_start,
     entry_offsets,
-    beta,
+    beta_powers,
     weight,
     input_offsets,
     input_columns,
     grad_entries,
     grad_weight_parts,
     grad_input,
+    up_offsets,
+    up_row,
+    up_neuron,
+    up_values,
     want_weight,
     want_input,
+    want_upstream,
 ):
     """Gradients from the active entries alone.
 
-    ``d[e] = g[e] * sigma'[e] + beta * d[successor[e]]`` (newest entry first), then
-    ``dW[j, i] += d[e]`` for every input spike ``i`` of the entry's row (``grad_weight_parts``
-    holds one ``[O, I]`` partial sum per thread) and ``dx[row, :] += d[e] * W[j, :]``.
+    Per entry, newest first: ``d[e] = g[e] sigma'[e] + beta^(t_s - t_e) d[successor]``; then for
+    every step ``t`` of its span, with ``d_t = beta^(t_e - t) d[e]`` and ``r = t * B + b``:
+    ``dW[j, i] += d_t`` for every input spike ``i`` of row ``r`` (``grad_weight_parts`` holds
+    one ``[O, I]`` partial sum per thread), ``dx[r, :] += d_t W[j, :]`` (``want_input``, dense
+    ``[T*B, I]`` zero-filled) or, at the upstream layer's active entries ``u`` of row ``r``,
+    ``up_values[u] += d_t W[j, up_neuron[u]]`` (``want_upstream``, zero-filled).
     ``grad_spikes``: ``[T*B, N]``, or, when ``per_entry``, ``grad_given[e]`` holds ``g`` at each
-    entry (the downstream layer sent its gradient only there); ``grad_input``: ``[T*B, I]``
-    zero-filled (or unused).
+    entry (the downstream layer sent its gradient only there). ``beta_powers[k] = beta^k``.
     """
     batch = entry_offsets.shape[0] - 1
+    steps = beta_powers.shape[0] - 1
     in_width = weight.shape[1]
     for b in nb.prange(batch):
         part = grad_weight_parts[nb.get_thread_id()]
+        # upstream entries of this batch item at step t: up_first[t] .. up_first[t + 1] - 1
+        up_first = np.empty(steps + 1 if want_upstream else 1, dtype=np.int64)
+        if want_upstream:
+            u = up_offsets[b]
+            for t in range(steps + 1):
+                while u < up_offsets[b + 1] and up_row[u] // batch < t:
+                    u += 1
+                up_first[t] = u
         for e in range(entry_offsets[b + 1] - 1, entry_offsets[b] - 1, -1):
-            r = row[e]
+            t_e = row[e] // batch
             j = neuron[e]
-            g = grad_given[e] if per_entry else grad_spikes[r, j]
+            g = grad_given[e] if per_entry else grad_spikes[row[e], j]
             d = g * surrogate[e]
             s = successor[e]
             if s >= 0:
-                d += beta * grad_entries[s]
+                d += beta_powers[row[s] // batch - t_e] * grad_entries[s]
             grad_entries[e] = d
             if d == 0.0:
                 continue
-            if want_weight:
-                for k in range(input_offsets[r], input_offsets[r + 1]):
-                    part[j, input_columns[k]] += d
-            if want_input:
-                for i in range(in_width):
-                    grad_input[r, i] += d * weight[j, i]
+            for t in range(t_e, span_start[e] - 1, -1):
+                d_t = d * beta_powers[t_e - t]
+                r = t * batch + b
+                if want_weight:
+                    for k in range(input_offsets[r], input_offsets[r + 1]):
+                        part[j, input_columns[k]] += d_t
+                if want_input:
+                    for i in range(in_width):
+                        grad_input[r, i] += d_t * weight[j, i]
+                if want_upstream:
+                    for u in range(up_first[t], up_first[t + 1]):
+                        up_values[u] += d_t * weight[j, up_neuron[u]]
 
 
 @nb.njit(parallel=True, cache=True)
@@ -173,33 +215,6 @@ def csr_current(offsets, columns, weight_t, current):
             i = columns[k]
             for o in range(width):
                 current[r, o] += weight_t[i, o]
-
-
-@nb.njit(parallel=True, cache=True)
-def grad_at_upstream(
-    grad_rows, entry_offsets, row, neuron, grad_entries, weight, up_offsets, up_row, up_neuron, out
-):
-    """Input gradient only where the upstream layer is active: ``out[u]`` is the sum over this
-    layer's entries ``e`` in row ``up_row[u]`` of ``d[e] W[neuron[e], up_neuron[u]]``.
-
-    Entries of both layers are sorted by row within each batch item, so one merge walk per item.
-    ``grad_rows`` is unused when ``grad_entries`` holds d; it keeps one signature for both layers.
-    """
-    batch = entry_offsets.shape[0] - 1
-    for b in nb.prange(batch):
-        p = entry_offsets[b]
-        end = entry_offsets[b + 1]
-        for u in range(up_offsets[b], up_offsets[b + 1]):
-            r = up_row[u]
-            while p < end and row[p] < r:
-                p += 1
-            acc = 0.0
-            q = p
-            i = up_neuron[u]
-            while q < end and row[q] == r:
-                acc += grad_entries[q] * weight[neuron[q], i]
-                q += 1
-            out[u] = acc
 
 
 @nb.njit(parallel=True, cache=True)

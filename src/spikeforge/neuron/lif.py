@@ -223,23 +223,55 @@ class _SpikingLinearFunction(torch.autograd.Function):
     def backward(ctx, grad_spikes):
         inputs_u8, weight, spikes_u8, surrogate_grad = ctx.saved_tensors
         beta, backend, matmul_dtype = ctx.params
-        steps, batch, _ = inputs_u8.shape
-        # No copy: the readout's time sum hands back a gradient broadcast over T (stride 0),
-        # which the scans read as it is.
-        grad_spikes = grad_spikes.reshape(steps, -1)
-        if grad_spikes.stride(-1) != 1:
-            grad_spikes = grad_spikes.contiguous()
-        bptt = _numba_bptt if backend == "numba" else _torch_bptt
-        grad_current = bptt(grad_spikes, surrogate_grad, spikes_u8, beta)
-        grad_current = grad_current.view(steps * batch, -1).to(matmul_dtype)
-        grad_weight = grad_input = None
-        if ctx.needs_input_grad[1]:
-            inputs = inputs_u8.view(steps * batch, -1).to(matmul_dtype)
-            grad_weight = (grad_current.t() @ inputs).to(weight.dtype)
-        if ctx.needs_input_grad[0] and ctx.input_is_float:
-            grad_input = grad_current @ weight.to(matmul_dtype)
-            grad_input = grad_input.to(weight.dtype).view(steps, batch, -1)
+        grad_weight, grad_input = dense_bptt_grads(
+            grad_spikes,
+            inputs_u8,
+            weight,
+            spikes_u8,
+            surrogate_grad,
+            beta,
+            backend,
+            matmul_dtype,
+            ctx.needs_input_grad[1],
+            ctx.needs_input_grad[0] and ctx.input_is_float,
+        )
         return grad_input, grad_weight, None, None, None, None, None, None
+
+
+def dense_bptt_grads(
+    grad_spikes: torch.Tensor,
+    inputs_u8: torch.Tensor,
+    weight: torch.Tensor,
+    spikes_u8: torch.Tensor,
+    surrogate_grad: torch.Tensor,
+    beta: float,
+    backend: str,
+    matmul_dtype: torch.dtype,
+    want_weight: bool,
+    want_input: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Weight and input gradients of one layer from ``g = dL/ds`` ``[T, B, O]``:
+    ``d[t] = g[t] sigma'[t] + beta (1 - s[t]) d[t+1]``, ``dL/dW = sum_t d[t]^T b[t]``,
+    ``dL/db[t] = d[t] W`` (``surrogate_grad`` is sigma' at every entry, possibly masked)."""
+    steps, batch, _ = inputs_u8.shape
+    # No copy: the readout's time sum hands back a gradient broadcast over T (stride 0),
+    # which the scans read as it is.
+    grad_spikes = grad_spikes.reshape(steps, -1)
+    if grad_spikes.stride(-1) != 1:
+        grad_spikes = grad_spikes.contiguous()
+    surrogate_grad = surrogate_grad.reshape(steps, -1)
+    spikes_u8 = spikes_u8.reshape(steps, -1)
+    bptt = _numba_bptt if backend == "numba" else _torch_bptt
+    grad_current = bptt(grad_spikes, surrogate_grad, spikes_u8, beta)
+    grad_current = grad_current.view(steps * batch, -1).to(matmul_dtype)
+    grad_weight = grad_input = None
+    if want_weight:
+        inputs = inputs_u8.view(steps * batch, -1).to(matmul_dtype)
+        grad_weight = (grad_current.t() @ inputs).to(weight.dtype)
+    if want_input:
+        grad_input = grad_current @ weight.to(matmul_dtype)
+        grad_input = grad_input.to(weight.dtype).view(steps, batch, -1)
+    return grad_weight, grad_input
 
 
 def _torch_bptt(grad_spikes, surrogate_grad, spikes_u8, beta):

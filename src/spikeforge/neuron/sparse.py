@@ -8,23 +8,27 @@ current). A neuron is *active* at ``(t, b, j)`` when its pre-reset membrane is n
 
 The dense backward of :mod:`spikeforge.neuron.lif` is
 ``d[t] = g[t] sigma'[t] + beta (1 - s[t]) d[t+1]`` with ``d = dL/dnet`` and ``g = dL/ds``. The
-sparse backward sets the gradient to zero at every inactive entry, so it flows back in time only
-along runs of consecutive active steps::
+sparse backward evaluates the surrogate at active entries only (zero elsewhere); the gradient
+still leaks back in time through the membrane, as in the paper, until a spike resets it::
 
-    d[t] = A[t] * (g[t] sigma'[t] + beta (1 - s[t]) d[t+1])
-    dL/dW = sum over active (t, b, j) of d[t, b, j] b[t, b, :]     (outer products, summed)
-    dL/db[t, b, :] = sum over active j of d[t, b, j] W[j, :]
+    d[t] = A[t] g[t] sigma'[t] + beta (1 - s[t]) d[t+1]
+    dL/dW = sum over (t, b, j) of d[t, b, j] b[t, b, :]
+    dL/db[t, b, :] = sum over j of d[t, b, j] W[j, :]
 
-This equals autograd of the per-step loop with the gradient of ``u[t]`` multiplied by ``A[t]``
-(:func:`spiking_linear_masked_reference`, the test oracle), and the dense backward when the bound
-covers every neuron (``active_bound = inf``).
+So ``d`` is non-zero only on the *span* of each active entry: the steps back from it to the
+neuron's previous active entry or previous spike, where ``d[t] = beta^(t_e - t) d[t_e]``. This is
+exactly the dense backward with the surrogate multiplied by ``A`` (the test oracle
+:func:`spiking_linear_masked_reference`), and the dense backward when the bound covers every
+neuron (``active_bound = inf``).
 
-What is kept for backward: the active entries (row ``t*B + b``, neuron ``j``, sigma', and the
-index of the entry that carries the gradient back in time: 16 bytes each), the input spikes as
-compressed sparse rows (the column of every one), and the weight. The Numba backend computes
-``d``, the weight gradient (one add per active entry per input spike) and the input gradient
-(one row of W per active entry) from these alone; the PyTorch backend (CUDA) runs the reverse scan
-densely and the two products as sparse-dense matmuls.
+What is kept for backward: the active entries (row ``t*B + b``, neuron ``j``, sigma', the next
+active entry of the same neuron within its reset segment, and the first step of the entry's span:
+20 bytes each), the input spikes as compressed sparse rows (the column of every one), and the
+weight. The Numba backend (CPU) computes ``d`` on the spans, the weight gradient (one add per
+span step per input spike) and the input gradient (a row of W per span step, or, when the input
+comes from another sparse layer, only at that layer's active entries) from these alone: its cost
+scales with the active entries and their spans. The PyTorch backend (CUDA) runs the dense
+backward with the masked surrogate: the same numbers, no saving.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from spikeforge.neuron.lif import (
     _as_spike_bytes,
     _check_layer_shapes,
     _SurrogateSpike,
+    dense_bptt_grads,
     lif_scan,
     resolve_backend,
 )
@@ -79,8 +84,9 @@ def spiking_linear_masked_reference(
     scale: float | None = None,
     active_bound: float | None = None,
 ) -> torch.Tensor:
-    """``[T,B,I]`` -> ``[T,B,O]`` spikes by a per-step loop under autograd, gradient of ``u[t]``
-    masked to the active set: what the sparse backward computes, computed naively (test oracle).
+    """``[T,B,I]`` -> ``[T,B,O]`` spikes by a per-step loop under autograd whose surrogate
+    derivative is multiplied by the active set ``A[t]`` (the reset path and the leak keep their
+    gradient): what the sparse backward computes, computed naively (test oracle).
     """
     sur = get_surrogate(surrogate)
     scale = sur.default_scale if scale is None else scale
@@ -92,8 +98,8 @@ def spiking_linear_masked_reference(
     out = []
     for k in range(current.shape[0]):
         u = beta * v + current[k]
-        u = _MaskGrad.apply(u, active_set(u.detach(), threshold, bound).to(u.dtype))
-        s = _SurrogateSpike.apply(u - threshold, sur, scale)
+        mask = active_set(u.detach(), threshold, bound).to(u.dtype)
+        s = _SurrogateSpike.apply(_MaskGrad.apply(u - threshold, mask), sur, scale)
         out.append(s)
         v = u * (1 - s.detach())
     return torch.stack(out)
@@ -222,6 +228,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             neuron = torch.empty(n, dtype=torch.int32)
             surrogate_at = torch.empty(n, dtype=weight.dtype)
             successor = torch.empty(n, dtype=torch.int32)
+            span_start = torch.empty(n, dtype=torch.int32)
             kernels.lif_forward_gather(
                 *args,
                 surrogate.code,
@@ -231,6 +238,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
                 neuron.numpy(),
                 surrogate_at.numpy(),
                 successor.numpy(),
+                span_start.numpy(),
             )
             ctx.own = _ActiveEntries(row, neuron, entry_offsets, (steps, batch, width))
             ctx.upstream = upstream
@@ -241,6 +249,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
                 neuron,
                 surrogate_at,
                 successor,
+                span_start,
                 entry_offsets,
                 offsets_in,
                 columns,
@@ -250,12 +259,12 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             current = _dense_current(spikes_in, weight, matmul_dtype)
             spikes, membrane = lif_scan(current, beta, threshold)
             active = active_set(membrane, threshold, bound)
-            flat_index = active.view(-1).nonzero().squeeze(1)
-            surrogate_at = surrogate.derivative(membrane.view(-1)[flat_index] - threshold, scale)
-            fired = spikes.view(-1)[flat_index].to(torch.bool)
-            n = flat_index.numel()
+            n = int(active.sum())
+            masked_surrogate = surrogate.derivative(membrane - threshold, scale) * active
             inputs_u8 = _as_spike_bytes(spikes_in, "torch")
-            ctx.save_for_backward(weight, flat_index, surrogate_at, fired, inputs_u8)
+            spikes_u8 = spikes.to(torch.uint8)
+            ctx.save_for_backward(inputs_u8, weight, spikes_u8, masked_surrogate)
+            ctx.matmul_dtype = matmul_dtype
         ctx.params = (beta, backend, steps, batch, width)
         ctx.input_is_float = spikes_in.is_floating_point()
         if stats is not None:
@@ -275,9 +284,18 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
                 ctx, grad_spikes, beta, want_weight, want_input
             )
         else:
-            grad_spikes = _dense(grad_spikes).reshape(steps * batch, width).contiguous()
-            grad_weight, grad_input = _torch_backward(
-                ctx, grad_spikes, beta, steps, batch, want_weight, want_input
+            inputs_u8, weight, spikes_u8, masked_surrogate = ctx.saved_tensors
+            grad_weight, grad_input = dense_bptt_grads(
+                _dense(grad_spikes),
+                inputs_u8,
+                weight,
+                spikes_u8,
+                masked_surrogate,
+                beta,
+                "torch",
+                ctx.matmul_dtype,
+                want_weight,
+                want_input,
             )
         if grad_input is not None and not grad_input.is_sparse:
             grad_input = grad_input.view(steps, batch, -1)
@@ -294,7 +312,8 @@ def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
     from spikeforge.neuron import _sparse_kernels as kernels
 
     saved = ctx.saved_tensors
-    weight, row, neuron, surrogate_at, successor, entry_offsets, offsets_in, columns = saved[:8]
+    weight, row, neuron, surrogate_at, successor, span_start, entry_offsets = saved[:7]
+    offsets_in, columns = saved[7:9]
     steps, batch, width = ctx.own.shape
     rows = steps * batch
     out_width, in_width = weight.shape
@@ -308,12 +327,20 @@ def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
         given = torch.zeros(1, dtype=weight.dtype)
     sparse_input = want_input and ctx.upstream is not None
     dense_input = want_input and not sparse_input
+    if sparse_input:
+        up_row, up_neuron, up_offsets = saved[9:]
+        up_values = torch.zeros(up_row.shape[0], dtype=weight.dtype)
+    else:
+        up_row = up_neuron = torch.zeros(1, dtype=torch.int32)
+        up_offsets = torch.zeros(batch + 1, dtype=torch.int64)
+        up_values = torch.zeros(1, dtype=weight.dtype)
     grad_entries = torch.empty(row.shape[0], dtype=weight.dtype)
     parts = numba.get_num_threads() if want_weight else 1
     grad_weight_parts = torch.zeros(
         (parts, out_width, in_width) if want_weight else (1, 1, 1), dtype=weight.dtype
     )
     grad_input = torch.zeros((rows, in_width) if dense_input else (1, 1), dtype=weight.dtype)
+    beta_powers = torch.tensor(beta, dtype=torch.float64) ** torch.arange(steps + 1)
     w = weight.detach()
     kernels.sparse_backward(
         grad_rows.numpy(),
@@ -323,34 +350,26 @@ def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
         neuron.numpy(),
         surrogate_at.numpy(),
         successor.numpy(),
+        span_start.numpy(),
         entry_offsets.numpy(),
-        w.numpy().dtype.type(beta),
+        beta_powers.to(weight.dtype).numpy(),
         w.numpy(),
         offsets_in.numpy(),
         columns.numpy(),
         grad_entries.numpy(),
         grad_weight_parts.numpy(),
         grad_input.numpy(),
+        up_offsets.numpy(),
+        up_row.numpy(),
+        up_neuron.numpy(),
+        up_values.numpy(),
         want_weight,
         dense_input,
+        sparse_input,
     )
     grad_weight = grad_weight_parts.sum(0) if want_weight else None
     if sparse_input:
-        up_row, up_neuron, up_offsets = saved[8:]
-        values = torch.empty(up_row.shape[0], dtype=weight.dtype)
-        kernels.grad_at_upstream(
-            grad_rows.numpy(),
-            entry_offsets.numpy(),
-            row.numpy(),
-            neuron.numpy(),
-            grad_entries.numpy(),
-            w.numpy(),
-            up_offsets.numpy(),
-            up_row.numpy(),
-            up_neuron.numpy(),
-            values.numpy(),
-        )
-        return grad_weight, ctx.upstream.sparse_grad(values)
+        return grad_weight, ctx.upstream.sparse_grad(up_values)
     return grad_weight, grad_input if dense_input else None
 
 
@@ -359,36 +378,6 @@ def _dense_current(spikes_in, weight, matmul_dtype):
     inputs = spikes_in.to(matmul_dtype)
     current = inputs.view(steps * batch, -1) @ weight.to(matmul_dtype).t()
     return current.to(weight.dtype).view(steps, batch, -1)
-
-
-def _torch_backward(ctx, grad_spikes, beta, steps, batch, want_weight, want_input):
-    weight, flat_index, surrogate_at, fired, inputs_u8 = ctx.saved_tensors
-    width = grad_spikes.shape[1]
-    dtype, device = grad_spikes.dtype, grad_spikes.device
-    # Masked reverse scan: sigma' and the carry factor beta (1 - s) are zero off the active set.
-    sigma = torch.zeros(steps * batch * width, dtype=dtype, device=device)
-    sigma[flat_index] = surrogate_at.to(dtype)
-    keep = torch.zeros_like(sigma)
-    keep[flat_index] = beta * (~fired).to(dtype)
-    sigma, keep = sigma.view(steps, -1), keep.view(steps, -1)
-    g = grad_spikes.view(steps, -1)
-    d = torch.empty_like(g)
-    carry = torch.zeros_like(g[0])
-    for k in range(steps - 1, -1, -1):
-        carry = g[k] * sigma[k] + keep[k] * carry
-        d[k] = carry
-    values = d.view(-1)[flat_index]
-    indices = torch.stack((flat_index // width, flat_index % width))
-    grad_net = torch.sparse_coo_tensor(
-        indices, values, (steps * batch, width), check_invariants=False
-    ).coalesce()
-    grad_weight = grad_input = None
-    if want_weight:
-        inputs = inputs_u8.view(steps * batch, -1).to(dtype)
-        grad_weight = torch.sparse.mm(grad_net.t(), inputs)
-    if want_input:
-        grad_input = torch.sparse.mm(grad_net, weight.detach())
-    return grad_weight, grad_input
 
 
 def sparse_spiking_linear(

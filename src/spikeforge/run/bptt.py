@@ -530,12 +530,20 @@ def train_bptt(
         "train_seconds": progress.train_seconds,
         "train_samples": progress.train_samples,
         "samples_per_second": progress.train_samples / max(progress.train_seconds, 1e-9),
-        "machine": f"{platform.machine()} {_cpu_name()}, {torch.get_num_threads()} threads",
+        "machine": _machine(device),
         "torch": torch.__version__,
         "config": config_to_dict(config),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _machine(device: torch.device) -> str:
+    """The summary's ``machine``: the GPU's name on CUDA, else the CPU and its threads."""
+    host = f"{platform.machine()} {_cpu_name()}"
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (host {host})"
+    return f"{host}, {torch.get_num_threads()} threads"
 
 
 def _cpu_name() -> str:

@@ -23,7 +23,6 @@ import collections
 import dataclasses
 import json
 import math
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from spikeforge.run.bptt import (
     TrainingInterrupted,
     _append_metrics,
     _check_resumable,
-    _cpu_name,
+    _machine,
     _set_threads,
     train_bptt,
 )
@@ -361,7 +360,7 @@ def train_conv_stdp(
         "train_mse_moving_average": sum(recent) / max(len(recent), 1),
         "test_reconstruction_mse": test_mse,
         "test_images": min(cs.eval_images, len(test_x)),
-        "machine": f"{platform.machine()} {_cpu_name()}, {torch.get_num_threads()} threads",
+        "machine": _machine(device),
         "device": str(device),
         "torch": torch.__version__,
     }
