@@ -169,12 +169,33 @@ def sparse_backward(
     in_width = weight.shape[1]
     for b in nb.prange(batch):
         part = grad_weight_parts[nb.get_thread_id()]
-        # upstream entries of this batch item at step t: up_first[t] .. up_first[t + 1] - 1
+        # This item's input spikes, gathered once into time order: the spikes of steps
+        # t0..t1 are spike_at[first_spike[t0] : first_spike[t1 + 1]], so a span's weight
+        # gradient reads one contiguous run instead of one row per step.
+        first_spike = np.empty(steps + 1, dtype=np.int64)
+        first_spike[0] = 0
+        for t in range(steps):
+            r = t * batch + b
+            first_spike[t + 1] = first_spike[t] + input_offsets[r + 1] - input_offsets[r]
+        spike_column = np.empty(first_spike[steps], dtype=np.int64)
+        spike_step = np.empty(first_spike[steps], dtype=np.int64)
+        if want_weight:
+            for t in range(steps):
+                r = t * batch + b
+                k = first_spike[t]
+                for q in range(input_offsets[r], input_offsets[r + 1]):
+                    spike_column[k] = input_columns[q]
+                    spike_step[k] = t
+                    k += 1
+        # upstream entries of this item at step t: up_first[t] .. up_first[t + 1] - 1
+        # and their steps, so that the span loops below need no division
         up_first = np.empty(steps + 1 if want_upstream else 1, dtype=np.int64)
+        up_step = np.empty(up_offsets[b + 1] - up_offsets[b] if want_upstream else 0, np.int64)
         if want_upstream:
             u = up_offsets[b]
             for t in range(steps + 1):
                 while u < up_offsets[b + 1] and up_row[u] // batch < t:
+                    up_step[u - up_offsets[b]] = up_row[u] // batch
                     u += 1
                 up_first[t] = u
         for e in range(entry_offsets[b + 1] - 1, entry_offsets[b] - 1, -1):
@@ -188,18 +209,23 @@ def sparse_backward(
             grad_entries[e] = d
             if d == 0.0:
                 continue
-            for t in range(t_e, span_start[e] - 1, -1):
-                d_t = d * beta_powers[t_e - t]
-                r = t * batch + b
-                if want_weight:
-                    for k in range(input_offsets[r], input_offsets[r + 1]):
-                        part[j, input_columns[k]] += d_t
-                if want_input:
+            t_0 = span_start[e]
+            if want_weight:
+                part_j = part[j]
+                for k in range(first_spike[t_0], first_spike[t_e + 1]):
+                    part_j[spike_column[k]] += d * beta_powers[t_e - spike_step[k]]
+            if want_upstream:
+                w_j = weight[j]
+                base = up_offsets[b]
+                for u in range(up_first[t_0], up_first[t_e + 1]):
+                    d_t = d * beta_powers[t_e - up_step[u - base]]
+                    up_values[u] += d_t * w_j[up_neuron[u]]
+            if want_input:
+                for t in range(t_e, t_0 - 1, -1):
+                    d_t = d * beta_powers[t_e - t]
+                    r = t * batch + b
                     for i in range(in_width):
                         grad_input[r, i] += d_t * weight[j, i]
-                if want_upstream:
-                    for u in range(up_first[t], up_first[t + 1]):
-                        up_values[u] += d_t * weight[j, up_neuron[u]]
 
 
 @nb.njit(parallel=True, cache=True)
