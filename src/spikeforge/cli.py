@@ -5,6 +5,7 @@ spikeforge data check NAME [--root DIR]
 spikeforge train CONFIG.toml [--set key=value ...] [--out DIR] [--resume] [--address ADDR]
 spikeforge eval DIR [--steps T]
 spikeforge plot DIR
+spikeforge compare OUT.png DIR [DIR ...] [--title TEXT]
 """
 
 from __future__ import annotations
@@ -81,6 +82,25 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from spikeforge import viz
+    from spikeforge.run import ConfigError
+
+    runs = {}
+    for run_dir in map(Path, args.run_dirs):
+        path = run_dir / "metrics.jsonl"
+        if not path.is_file():
+            raise ConfigError(
+                f"no metrics.jsonl in {run_dir}; give run directories of spikeforge train"
+            )
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not records or "test_accuracy" not in records[0]:
+            raise ConfigError(f"{path} holds no epochs with a test accuracy")
+        runs[run_dir.name] = records
+    print(viz.plot_run_comparison(runs, Path(args.out), args.title))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikeforge", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-steps", type=int, default=20, help="largest T in the accuracy-vs-T plot"
     )
     plot.set_defaults(func=_plot)
+
+    compare = sub.add_parser("compare", help="test accuracy per epoch of several runs, one PNG")
+    compare.add_argument("out", help="the PNG to write")
+    compare.add_argument("run_dirs", nargs="+", help="run directories (their names label lines)")
+    compare.add_argument("--title", default="")
+    compare.set_defaults(func=_compare)
     return parser
 
 

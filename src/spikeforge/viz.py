@@ -23,6 +23,7 @@ __all__ = [
     "plot_stdp_training",
     "plot_filters",
     "plot_reconstruction_mse",
+    "plot_run_comparison",
 ]
 
 
@@ -51,6 +52,24 @@ def plot_accuracy_curves(metrics: Sequence[dict], path: Path, title: str = "") -
     loss_ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_run_comparison(runs: dict[str, Sequence[dict]], path: Path, title: str = "") -> Path:
+    """Test accuracy per epoch of several runs (label -> ``metrics.jsonl`` records), one line
+    each, the last epoch's accuracy in the legend: e.g. dense against sparse backward."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, metrics in runs.items():
+        epochs = [m["epoch"] for m in metrics]
+        accuracy = [100 * m["test_accuracy"] for m in metrics]
+        style = "--" if "dense" in label else "-"
+        ax.plot(epochs, accuracy, style, marker="o", ms=3, label=f"{label} ({accuracy[-1]:.2f}%)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
     return _save(fig, path)
 
 

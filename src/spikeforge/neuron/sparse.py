@@ -121,9 +121,11 @@ class _ActiveEntries:
 
     def coo_indices(self) -> torch.Tensor:
         if self._indices is None:
-            batch = self.shape[1]
-            row = self.row.to(torch.int64)
-            self._indices = torch.stack((row // batch, row % batch, self.neuron.to(torch.int64)))
+            # (t, b, j) of each entry from row = t * B + b; NumPy's int32 divmod is about
+            # three times faster here than torch's int64 division
+            step, item = np.divmod(self.row.numpy(), self.shape[1])
+            indices = np.stack((step, item, self.neuron.numpy())).astype(np.int64)
+            self._indices = torch.from_numpy(indices)
         return self._indices
 
     def values_of(self, grad: torch.Tensor) -> torch.Tensor | None:
