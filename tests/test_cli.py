@@ -136,6 +136,22 @@ def test_plot_draws_the_figures(trained, capsys):
     assert all(0 <= a <= 1 for a in curve["test_accuracy"])
 
 
+def test_compare_draws_runs_side_by_side_and_names_a_bad_directory(trained, tmp_path, capsys):
+    out, _ = trained
+    other = tmp_path / "dense"
+    other.mkdir()
+    records = [{"epoch": e, "test_accuracy": 0.5 + 0.1 * e} for e in (1, 2)]
+    (other / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    png = tmp_path / "both.png"
+    assert cli.main(["compare", str(png), str(out), str(other), "--title", "t"]) == 0
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["compare", str(png), str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no metrics.jsonl in {empty}" in err
+
+
 def test_train_into_an_existing_run_needs_resume(trained, capsys):
     out, _ = trained
     before = (out / "metrics.jsonl").read_text()

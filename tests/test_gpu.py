@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
 
-DIGITS = Path(__file__).resolve().parents[1] / "configs" / "bondarev-digits.toml"
+SPARSE_DIGITS = Path(__file__).resolve().parents[1] / "configs" / "sparse-digits.toml"
 
 
 def _problem(seed, steps=40, batch=16, inputs=64, outputs=48, density=0.1, gain=0.5):
@@ -106,26 +106,6 @@ def test_sparse_bptt_run_on_cuda_learns_digits(tmp_path):
     from spikeforge.run.bptt import train_bptt
     from spikeforge.run.config import load_config
 
-    config = load_config(
-        DIGITS,
-        [
-            "encode.kind=latency",
-            "encode.steps=30",
-            "encode.test_steps=30",
-            "model.surrogate=inverse-square",
-            "model.thresholds=[1.0]",
-            "model.beta=0.9048",
-            "model.readout_beta=0.9048",
-            "model.weight_gain=4.0",
-            "model.backward=sparse",
-            "model.active_bound=0.2",
-            "train.lr=3e-3",
-            "train.epochs=4",
-            "train.progress=false",
-            "train.device=cuda",
-            "train.rate_lower_strength=1.0",
-            "train.rate_lower_bound=0.01",
-        ],
-    )
+    config = load_config(SPARSE_DIGITS, ["train.progress=false", "train.device=cuda"])
     summary = train_bptt(config, tmp_path, log=lambda _: None)
     assert summary["test_accuracy"] > 0.6

@@ -12,23 +12,8 @@ from spikeforge.run.config import ConfigError, load_config
 from spikeforge.run.evaluation import plot_run
 
 DIGITS = Path(__file__).resolve().parents[2] / "configs" / "bondarev-digits.toml"
-SPARSE = [
-    "encode.kind=latency",
-    "encode.steps=30",
-    "encode.test_steps=30",
-    "model.surrogate=inverse-square",
-    "model.thresholds=[1.0]",
-    "model.beta=0.9048",
-    "model.readout_beta=0.9048",
-    "model.weight_gain=4.0",
-    "model.active_bound=0.2",
-    "train.lr=3e-3",
-    "train.epochs=4",
-    "train.progress=false",
-    "train.threads=1",
-    "train.rate_lower_strength=1.0",
-    "train.rate_lower_bound=0.01",
-]
+SPARSE_DIGITS = DIGITS.parent / "sparse-digits.toml"
+QUIET = ["train.progress=false", "train.threads=1"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,7 +25,7 @@ def _restore_threads():
 
 @pytest.mark.parametrize("readout", ["max", "sum"])
 def test_sparse_backward_learns_digits_and_logs_active_fraction(tmp_path, readout):
-    config = load_config(DIGITS, [*SPARSE, "model.backward=sparse", f"model.readout={readout}"])
+    config = load_config(SPARSE_DIGITS, [*QUIET, f"model.readout={readout}"])
     summary = train_bptt(config, tmp_path, log=lambda _: None)
     assert summary["test_accuracy"] > 0.6  # chance is 0.1
     lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -54,7 +39,7 @@ def test_sparse_backward_learns_digits_and_logs_active_fraction(tmp_path, readou
 
 
 def test_dense_run_logs_no_active_fraction(tmp_path):
-    config = load_config(DIGITS, [*SPARSE, "train.epochs=1", "model.backward=dense"])
+    config = load_config(SPARSE_DIGITS, [*QUIET, "train.epochs=1", "model.backward=dense"])
     train_bptt(config, tmp_path, log=lambda _: None)
     line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert "active_fraction" not in line
@@ -89,7 +74,7 @@ def test_config_checks_new_keys():
         load_config(DIGITS, ["encode.kind=events"])
     with pytest.raises(ConfigError, match="data.bin_ms"):
         load_config(DIGITS, ["data.bin_ms=0"])
-    for name in ("sparse-fmnist", "sparse-nmnist", "sparse-shd"):
+    for name in ("sparse-fmnist", "sparse-fmnist-tuned", "sparse-nmnist", "sparse-shd"):
         path = DIGITS.parent / f"{name}.toml"
         config = load_config(path, ["model.backward=dense"])
         assert config.model.backward == "dense"
@@ -97,9 +82,7 @@ def test_config_checks_new_keys():
 
 
 def test_sparse_run_resumes_exactly(tmp_path):
-    config = load_config(
-        DIGITS, [*SPARSE, "train.epochs=2", "model.backward=sparse", "data.limit=300"]
-    )
+    config = load_config(SPARSE_DIGITS, [*QUIET, "train.epochs=2", "data.limit=300"])
     straight = tmp_path / "straight"
     train_bptt(config, straight, log=lambda _: None)
 
