@@ -27,6 +27,8 @@ Three implementations, same numbers:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from spikeforge.neuron.surrogates import Surrogate, get_surrogate
@@ -106,16 +108,33 @@ class _SurrogateSpike(torch.autograd.Function):
         return grad * ctx.surrogate.derivative(x, ctx.scale), None, None
 
 
+class _MaskGrad(torch.autograd.Function):
+    """Identity forward; multiplies the incoming gradient by a fixed 0/1 mask."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(mask)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
 def lif_step_reference(
     current: torch.Tensor,
     beta: float,
     threshold: float,
     surrogate: str = "exp",
     scale: float | None = None,
+    active_bound: float = math.inf,
 ) -> torch.Tensor:
     """LIF spikes ``[T, ...]`` from current ``[T, ...]`` by a naive per-step loop under autograd.
 
-    The reset multiplies by a detached ``(1 - s)``, matching the library's backward.
+    The reset multiplies by a detached ``(1 - s)``, matching the library's backward. A finite
+    ``active_bound`` multiplies the surrogate derivative by ``|u - threshold| < active_bound``
+    (the sparse backward of Perez-Nieves & Goodman 2021; the leak and reset keep their gradient).
     """
     sur = get_surrogate(surrogate)
     scale = sur.default_scale if scale is None else scale
@@ -123,7 +142,10 @@ def lif_step_reference(
     out = []
     for k in range(current.shape[0]):
         u = beta * v + current[k]
-        s = _SurrogateSpike.apply(u - threshold, sur, scale)
+        x = u - threshold
+        if math.isfinite(active_bound):
+            x = _MaskGrad.apply(x, (x.detach().abs() < active_bound).to(x.dtype))
+        s = _SurrogateSpike.apply(x, sur, scale)
         out.append(s)
         v = u * (1 - s.detach())
     return torch.stack(out)
@@ -136,12 +158,13 @@ def spiking_linear_reference(
     threshold: float,
     surrogate: str = "exp",
     scale: float | None = None,
+    active_bound: float = math.inf,
 ) -> torch.Tensor:
     """``[T,B,I]`` spikes -> ``[T,B,O]`` spikes, step by step under autograd (test oracle)."""
     current = torch.stack(
         [spikes_in[k].to(weight.dtype) @ weight.t() for k in range(len(spikes_in))]
     )
-    return lif_step_reference(current, beta, threshold, surrogate, scale)
+    return lif_step_reference(current, beta, threshold, surrogate, scale, active_bound)
 
 
 def _check_layer_shapes(spikes_in: torch.Tensor, weight: torch.Tensor) -> None:

@@ -41,10 +41,10 @@ import torch
 from spikeforge.neuron.lif import (
     _as_spike_bytes,
     _check_layer_shapes,
-    _SurrogateSpike,
     dense_bptt_grads,
     lif_scan,
     resolve_backend,
+    spiking_linear_reference,
 )
 from spikeforge.neuron.surrogates import get_surrogate
 
@@ -61,20 +61,6 @@ def active_set(membrane: torch.Tensor, threshold: float, active_bound: float) ->
     return (membrane - threshold).abs() < active_bound
 
 
-class _MaskGrad(torch.autograd.Function):
-    """Identity forward; multiplies the incoming gradient by a fixed 0/1 mask."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(mask)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (mask,) = ctx.saved_tensors
-        return grad * mask, None
-
-
 def spiking_linear_masked_reference(
     spikes_in: torch.Tensor,
     weight: torch.Tensor,
@@ -88,21 +74,8 @@ def spiking_linear_masked_reference(
     derivative is multiplied by the active set ``A[t]`` (the reset path and the leak keep their
     gradient): what the sparse backward computes, computed naively (test oracle).
     """
-    sur = get_surrogate(surrogate)
-    scale = sur.default_scale if scale is None else scale
-    bound = sur.active_bound if active_bound is None else active_bound
-    current = torch.stack(
-        [spikes_in[k].to(weight.dtype) @ weight.t() for k in range(len(spikes_in))]
-    )
-    v = torch.zeros_like(current[0])
-    out = []
-    for k in range(current.shape[0]):
-        u = beta * v + current[k]
-        mask = active_set(u.detach(), threshold, bound).to(u.dtype)
-        s = _SurrogateSpike.apply(_MaskGrad.apply(u - threshold, mask), sur, scale)
-        out.append(s)
-        v = u * (1 - s.detach())
-    return torch.stack(out)
+    bound = get_surrogate(surrogate).active_bound if active_bound is None else active_bound
+    return spiking_linear_reference(spikes_in, weight, beta, threshold, surrogate, scale, bound)
 
 
 # Below this input density the Numba forward builds the synaptic current from the input's ones
