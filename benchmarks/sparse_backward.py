@@ -48,6 +48,7 @@ from spikeforge.run.bptt import build_model
 from spikeforge.run.config import load_config
 
 HIDDEN = (200, 400, 1000)
+BOUNDS = (0.05, 0.1, 0.2, 0.5, 1.0)
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sparse-fmnist.toml"
 
 
@@ -141,6 +142,35 @@ def _measure(models, spikes, labels, device, repeats):
     return result
 
 
+def _bound_scaling(args, spikes, labels, device, repeats) -> list[dict]:
+    """At 200 hidden, the sparse backward for several active bounds: its time and memory
+    should fall with the active fraction (same weights; the dense backward for reference)."""
+    overrides = ["model.layers=[784,200,200,10]", "model.backend=auto"]
+    models = {}
+    for bound in BOUNDS:
+        config = load_config(
+            args.config, [*overrides, "model.backward=sparse", f"model.active_bound={bound}"]
+        )
+        torch.manual_seed(args.seed)
+        models[f"bound {bound}"] = build_model(config).to(device)
+    log(f"hidden 200: sparse backward at active bounds {BOUNDS} ({repeats} repeats)")
+    measured = _measure(models, spikes, labels, device, repeats)
+    rows = []
+    for bound in BOUNDS:
+        model, result = models[f"bound {bound}"], measured[f"bound {bound}"]
+        rows.append(
+            {
+                "active_bound": bound,
+                "active_fraction": [round(layer.last_active_fraction, 5) for layer in model.hidden],
+                "backward_ms": round(result["backward_seconds"] * 1e3, 2),
+                "step_ms": round(result["step_seconds"] * 1e3, 2),
+                "backward_memory_bytes": result["backward_memory_bytes"],
+            }
+        )
+        log(f"  bound {bound}: {rows[-1]}")
+    return rows
+
+
 def main() -> None:
     parser = base_parser(__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -195,6 +225,7 @@ def main() -> None:
             f"{ratios[f'backward_memory_ratio_h{hidden}']}x, active {fractions}"
         )
     ratios["active_fraction_h200"] = [round(f, 5) for f in sizes["h200"]["active_fraction"]]
+    scaling = _bound_scaling(args, spikes, labels, device, repeats)
     device_name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -213,6 +244,7 @@ def main() -> None:
             "peer": "spikeforge dense backward (same forward, same weights)",
             "ratios": ratios,
             "sizes": sizes,
+            "active_bound_scaling_h200": scaling,
         },
         args.out,
     )
