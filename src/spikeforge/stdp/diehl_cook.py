@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,6 +83,22 @@ NEURON_MODELS = ("conductance", "current")
 # whose arithmetic is ~100x slower on x86, and their effect on any membrane is nil.
 FLUSH_BELOW = 1e-30
 ENGINES = ("numba", "reference")
+
+
+class StepFactors(NamedTuple):
+    """Per-step factors of one ``dt``: ``decay_x = exp(-dt/tau_x)`` for the conductances, the
+    membranes, theta and the postsynaptic traces, and ``mean_g = (tau/dt)(1 - exp(-dt/tau))``,
+    the mean of a conductance's decay over the step (the conductance model's effective drive)."""
+
+    decay_ge: float
+    decay_gi: float
+    mean_ge: float
+    mean_gi: float
+    decay_exc: float
+    decay_inh: float
+    decay_theta: float
+    decay_post1: float
+    decay_post2: float
 
 
 @dataclass(frozen=True)
@@ -180,6 +197,21 @@ class DiehlCookParams:
     def steps_rest(self) -> int:
         """Silent time steps after each presentation."""
         return round(self.rest_ms / self.dt)
+
+    def step_factors(self) -> StepFactors:
+        """Per-step constants of the exact exponential updates (see :class:`StepFactors`)."""
+        dt = self.dt
+        return StepFactors(
+            decay_ge=decay_factor(dt, self.tau_ge),
+            decay_gi=decay_factor(dt, self.tau_gi),
+            mean_ge=_mean_factor(dt, self.tau_ge),
+            mean_gi=_mean_factor(dt, self.tau_gi),
+            decay_exc=decay_factor(dt, self.exc_tau),
+            decay_inh=decay_factor(dt, self.inh_tau),
+            decay_theta=decay_factor(dt, self.tau_theta),
+            decay_post1=decay_factor(dt, self.tau_post1),
+            decay_post2=decay_factor(dt, self.tau_post2),
+        )
 
     def refractory_steps(self) -> tuple[int, int, int]:
         """(excitatory, inhibitory) refractory periods and the excitatory spike gap, in steps."""
@@ -363,11 +395,17 @@ def simulate_reference(
     p, s = params, state
     n_inputs, n_neurons = weights.shape
     dt = p.dt
-    decay_ge, decay_gi = decay_factor(dt, p.tau_ge), decay_factor(dt, p.tau_gi)
-    mean_ge, mean_gi = _mean_factor(dt, p.tau_ge), _mean_factor(dt, p.tau_gi)
-    decay_exc, decay_inh = decay_factor(dt, p.exc_tau), decay_factor(dt, p.inh_tau)
-    decay_theta = decay_factor(dt, p.tau_theta)
-    decay_post1, decay_post2 = decay_factor(dt, p.tau_post1), decay_factor(dt, p.tau_post2)
+    (
+        decay_ge,
+        decay_gi,
+        mean_ge,
+        mean_gi,
+        decay_exc,
+        decay_inh,
+        decay_theta,
+        decay_post1,
+        decay_post2,
+    ) = p.step_factors()
     refractory_exc, refractory_inh, gap_exc = p.refractory_steps()
     conductance = p.neuron_model == "conductance"
     counts = np.zeros(n_neurons, np.int64)

@@ -52,11 +52,10 @@ from spikeforge.stdp.diehl_cook import (
     DiehlCookNetwork,
     DiehlCookParams,
     NetworkState,
-    _mean_factor,
     events_to_raster,
     poisson_events,
 )
-from spikeforge.stdp.rules import decay_factor, normalize_columns
+from spikeforge.stdp.rules import normalize_columns
 
 __all__ = ["BATCH_REDUCTIONS", "simulate_batch", "present_batch", "run_images_batched"]
 
@@ -136,11 +135,17 @@ def simulate_batch(
     batch, _, n_neurons = weights.shape
     steps_on = rasters.shape[1]
     dt = p.dt
-    decay_ge, decay_gi = decay_factor(dt, p.tau_ge), decay_factor(dt, p.tau_gi)
-    mean_ge, mean_gi = _mean_factor(dt, p.tau_ge), _mean_factor(dt, p.tau_gi)
-    decay_exc, decay_inh = decay_factor(dt, p.exc_tau), decay_factor(dt, p.inh_tau)
-    decay_theta = decay_factor(dt, p.tau_theta)
-    decay_post1, decay_post2 = decay_factor(dt, p.tau_post1), decay_factor(dt, p.tau_post2)
+    (
+        decay_ge,
+        decay_gi,
+        mean_ge,
+        mean_gi,
+        decay_exc,
+        decay_inh,
+        decay_theta,
+        decay_post1,
+        decay_post2,
+    ) = p.step_factors()
     refractory_exc, refractory_inh, gap_exc = p.refractory_steps()
     conductance = p.neuron_model == "conductance"
     counts = torch.zeros(batch, n_neurons, dtype=torch.int64, device=weights.device)
