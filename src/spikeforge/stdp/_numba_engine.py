@@ -13,8 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from spikeforge.stdp.diehl_cook import FLUSH_BELOW, DiehlCookParams, NetworkState, _mean_factor
-from spikeforge.stdp.rules import decay_factor
+from spikeforge.stdp.diehl_cook import FLUSH_BELOW, DiehlCookParams, NetworkState
 
 __all__ = ["simulate_events"]
 
@@ -157,15 +156,7 @@ def _constants(p: DiehlCookParams) -> np.ndarray:
     return np.array(
         [
             p.dt,
-            decay_factor(p.dt, p.tau_ge),
-            decay_factor(p.dt, p.tau_gi),
-            _mean_factor(p.dt, p.tau_ge),
-            _mean_factor(p.dt, p.tau_gi),
-            decay_factor(p.dt, p.exc_tau),
-            decay_factor(p.dt, p.inh_tau),
-            decay_factor(p.dt, p.tau_theta),
-            decay_factor(p.dt, p.tau_post1),
-            decay_factor(p.dt, p.tau_post2),
+            *p.step_factors(),  # the nine factors, in StepFactors' order
             p.exc_rest,
             p.exc_reset,
             p.exc_thresh,
