@@ -40,6 +40,7 @@ def test_presets_train_on_30000_images_with_the_diehl_cook_300_settings(preset, 
 
 def test_config_errors_are_one_line():
     assert "ensemble.shards = 'iid' is not valid" in _error({"shards": "iid"})
+    assert "ensemble.remove = 'older' is not valid" in _error({"remove": "older"})
     assert "ensemble.dirichlet_alpha must be positive" in _error({"dirichlet_alpha": 0.0})
     assert "ensemble.submodels needs one neuron count" in _error({"submodels": []})
     assert "ensemble.submodels needs one neuron count" in _error({"submodels": [10, 0]})

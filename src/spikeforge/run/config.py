@@ -191,6 +191,10 @@ class EnsembleConfig:
     metrics: list[str] = field(
         default_factory=lambda: ["mse", "manhattan", "cosine", "correlation"]
     )  # greedy pruning by each; the first is the headline (summary.json test_accuracy)
+    # Which neuron of the most similar pair the pruning removes: higher-index (the later one) |
+    # higher-threshold (the one with the higher adaptive threshold theta; sub-model order does
+    # not matter to it). See spikeforge.ensemble.compression.
+    remove: str = "higher-index"
     genetic: bool = False  # also choose the neurons to keep with a genetic algorithm
     genetic_population: int = 40
     genetic_generations: int = 100
@@ -356,7 +360,7 @@ def _validate_conv_stdp(config: RunConfig) -> None:
 
 def _validate_ensemble(config: RunConfig) -> None:
     """Checks of ``[ensemble]``, run only when method is ``ensemble``."""
-    from spikeforge.ensemble import METRICS, SHARD_KINDS
+    from spikeforge.ensemble import METRICS, REMOVAL_RULES, SHARD_KINDS
 
     ens = config.ensemble
     if not ens.submodels or any(n < 1 for n in ens.submodels):
@@ -364,6 +368,7 @@ def _validate_ensemble(config: RunConfig) -> None:
             f"ensemble.submodels needs one neuron count >= 1 per sub-model; got {ens.submodels}"
         )
     _one_of("ensemble.shards", ens.shards, SHARD_KINDS)
+    _one_of("ensemble.remove", ens.remove, REMOVAL_RULES)
     if not 0 < ens.dirichlet_alpha < float("inf"):
         raise ConfigError(f"ensemble.dirichlet_alpha must be positive; got {ens.dirichlet_alpha}")
     merged = sum(ens.submodels)

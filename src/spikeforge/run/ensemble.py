@@ -13,9 +13,11 @@ spike-timing-dependent-plasticity learning".
 3. **Merge.** The sub-models are read from their checkpoints and concatenated
    (:func:`spikeforge.ensemble.concatenate_networks`; timed as ``concatenate_seconds``).
 4. **Compress** to ``ensemble.target_neurons`` by greedy pairwise pruning for each of
-   ``ensemble.metrics`` (timed: distances, sort, walk, building the smaller network), and, with
-   ``ensemble.genetic``, by a genetic search whose fitness is validation accuracy, estimated from
-   the merged network's spike counts (:class:`spikeforge.ensemble.SubsetAccuracy`). The
+   ``ensemble.metrics``, removing the neuron of each pair that ``ensemble.remove`` names
+   (:func:`spikeforge.ensemble.removal_priority`; timed: distances, sort, walk, building the
+   smaller network), and, with ``ensemble.genetic``, by a genetic search whose fitness is
+   validation accuracy, estimated from the merged network's spike counts
+   (:class:`spikeforge.ensemble.SubsetAccuracy`). The
    validation images are the ``ensemble.validation_images`` training images right after the
    pool (with ``data.limit = 0``: the last ones, held out of the pool); they are held out only
    when the genetic search is on.
@@ -60,6 +62,7 @@ from spikeforge.ensemble import (
     kept_masks,
     pairwise_distance,
     removal_order,
+    removal_priority,
     select_neurons,
 )
 from spikeforge.ensemble.sharding import make_shards
@@ -380,15 +383,17 @@ def _compress_all(
     ens = config.ensemble
     keeps, seconds, paths = {}, {}, {}
     for metric in ens.metrics:  # load the compiled kernels first: a one-off cost, not a merge's
-        compress(np.eye(3), metric, 2)
+        compress(np.eye(3), metric, 2, priority=removal_priority(ens.remove, np.zeros(3)))
     for metric in ens.metrics:
         if 0 < ens.target_neurons < merged.n_neurons:
             started = time.perf_counter()
-            result = compress(merged.weights, metric, ens.target_neurons)
+            priority = removal_priority(ens.remove, merged.state.theta)
+            result = compress(merged.weights, metric, ens.target_neurons, priority=priority)
             select_neurons(merged, result.keep)
             seconds[metric] = time.perf_counter() - started
             keeps[metric] = result.keep
-        paths[metric] = removal_order(pairwise_distance(merged.weights, metric))
+        priority = removal_priority(ens.remove, merged.state.theta)
+        paths[metric] = removal_order(pairwise_distance(merged.weights, metric), None, priority)
     return keeps, seconds, paths
 
 
@@ -578,6 +583,7 @@ def train_ensemble(
             )  # fmt: skip
             for k, (summary, shard) in enumerate(zip(summaries, shards, strict=True))
         ],
+        "remove": ens.remove,
         "shards": ens.shards,
         "dirichlet_alpha": ens.dirichlet_alpha if ens.shards == "dirichlet" else None,
         "pool_images": data.pool,
