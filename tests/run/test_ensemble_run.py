@@ -89,7 +89,7 @@ def test_run_directory_and_report(trained):
         assert 0 <= sub["test_accuracy"] <= 1 and sub["label_images"] == 150
         assert (out / "submodels" / str(k) / "checkpoint.safetensors").is_file()
     assert report["merged"]["neurons"] == 20 and report["validation_images"] == 100
-    assert report["remove"] == "higher-threshold"
+    assert (report["remove"], report["learning_rate_scale"]) == ("higher-threshold", 1.0)
     assert report["merged"]["test_accuracy"] > 0.3  # chance is 0.1
     assert set(report["compressed"]) == {"mse", "manhattan", "cosine", "correlation", "genetic"}
     for name, entry in report["compressed"].items():

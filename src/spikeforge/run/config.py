@@ -185,6 +185,9 @@ class EnsembleConfig:
     """
 
     submodels: list[int] = field(default_factory=lambda: [100, 100, 100, 100, 100])
+    # Multiplies each sub-model's STDP rates (diehl_cook.nu_pre and nu_post). A sub-model sees
+    # only its shard; the number of equal shards keeps (rate x images) at the single network's.
+    learning_rate_scale: float = 1.0
     shards: str = "equal"  # equal (random, near-equal sizes) | dirichlet (class-skewed)
     dirichlet_alpha: float = 1.0  # concentration of the Dirichlet class split
     target_neurons: int = 300  # compress the merged network to this size; 0 = no compression
@@ -366,6 +369,10 @@ def _validate_ensemble(config: RunConfig) -> None:
     if not ens.submodels or any(n < 1 for n in ens.submodels):
         raise ConfigError(
             f"ensemble.submodels needs one neuron count >= 1 per sub-model; got {ens.submodels}"
+        )
+    if not 0 < ens.learning_rate_scale < float("inf"):
+        raise ConfigError(
+            f"ensemble.learning_rate_scale must be positive; got {ens.learning_rate_scale}"
         )
     _one_of("ensemble.shards", ens.shards, SHARD_KINDS)
     _one_of("ensemble.remove", ens.remove, REMOVAL_RULES)

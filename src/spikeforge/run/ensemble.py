@@ -5,7 +5,8 @@ spike-timing-dependent-plasticity learning".
    into one shard per sub-model (:mod:`spikeforge.ensemble.sharding`: equal or Dirichlet).
 2. **Sub-models**, in parallel as Ray tasks (:mod:`spikeforge.ensemble.distributed`): sub-model k
    is the Diehl & Cook trainer (:func:`spikeforge.run.diehl_cook.train_diehl_cook`) on shard k,
-   with ``ensemble.submodels[k]`` neurons, seed ``seed + 1000 (k + 1)``, one thread, writing its
+   with ``ensemble.submodels[k]`` neurons, its STDP rates ``nu_pre``, ``nu_post`` multiplied by
+   ``ensemble.learning_rate_scale``, seed ``seed + 1000 (k + 1)``, one thread, writing its
    own run directory ``DIR/submodels/k/`` with atomic checkpoints every
    ``diehl_cook.log_every`` images. A task whose worker dies is retried and resumes from its last
    checkpoint (exactly: the result equals an uninterrupted run); a finished sub-model is not
@@ -171,14 +172,20 @@ def _load(config: RunConfig) -> _EnsembleData:
 
 def submodel_config(config: RunConfig, index: int) -> RunConfig:
     """The ``diehl-cook`` config of sub-model ``index``: the ensemble's ``[diehl_cook]`` settings
-    with ``ensemble.submodels[index]`` neurons, seed ``seed + 1000 (index + 1)``, one thread."""
+    with ``ensemble.submodels[index]`` neurons, STDP rates ``nu_pre`` and ``nu_post`` times
+    ``ensemble.learning_rate_scale``, seed ``seed + 1000 (index + 1)``, one thread."""
+    dc, scale = config.diehl_cook, config.ensemble.learning_rate_scale
     return _with(
         config,
         method="diehl-cook",
         seed=config.seed + _SUBMODEL_SEED_STRIDE * (index + 1),
         data={"limit": _load_limit(config)},
         train={"threads": 1, "progress": False},
-        diehl_cook={"neurons": config.ensemble.submodels[index]},
+        diehl_cook={
+            "neurons": config.ensemble.submodels[index],
+            "nu_pre": dc.nu_pre * scale,
+            "nu_post": dc.nu_post * scale,
+        },
     )
 
 
@@ -583,6 +590,7 @@ def train_ensemble(
             )  # fmt: skip
             for k, (summary, shard) in enumerate(zip(summaries, shards, strict=True))
         ],
+        "learning_rate_scale": ens.learning_rate_scale,
         "remove": ens.remove,
         "shards": ens.shards,
         "dirichlet_alpha": ens.dirichlet_alpha if ens.shards == "dirichlet" else None,
