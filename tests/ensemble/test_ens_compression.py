@@ -5,11 +5,13 @@ import pytest
 
 from spikeforge.ensemble import (
     METRICS,
+    REMOVAL_RULES,
     compress,
     kept_after,
     kept_masks,
     pairwise_distance,
     removal_order,
+    removal_priority,
     upper_pairs,
 )
 
@@ -50,6 +52,46 @@ def test_identical_neurons_are_the_first_pair_and_the_later_one_goes(metric):
     np.testing.assert_array_equal(result.keep, [0, 1, 2, 3, 5])
 
 
+def test_higher_threshold_rule_removes_the_pair_member_with_the_higher_theta():
+    theta = np.array([5.0, 9.0, 1.0, 3.0])
+    priority = removal_priority("higher-threshold", theta)
+    # (0,1): theta 5 < 9, remove 1; (1,2) skip; (0,2): 5 > 1, remove 0; (2,3) is left: 1 < 3,
+    # remove 3; the survivor is neuron 2, the lowest threshold of all
+    np.testing.assert_array_equal(removal_order(_hand_made(), None, priority), [1, 0, 3])
+    # equal thresholds: the higher index goes, as under higher-index
+    flat = removal_priority("higher-threshold", np.full(4, 2.0))
+    np.testing.assert_array_equal(removal_order(_hand_made(), None, flat), [1, 2, 3])
+    index = removal_priority("higher-index", theta)
+    np.testing.assert_array_equal(removal_order(_hand_made(), None, index), [1, 2, 3])
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_identical_neurons_the_one_with_the_higher_threshold_goes(metric):
+    weights = np.random.default_rng(5).random((30, 6))
+    weights[:, 4] = weights[:, 1]
+    theta = np.array([20.0, 31.0, 25.0, 22.0, 30.0, 27.0])  # twin 1 above twin 4
+    priority = removal_priority("higher-threshold", theta)
+    assert removal_order(pairwise_distance(weights, metric), 1, priority).tolist() == [1]
+    result = compress(weights, metric, target=5, priority=priority)
+    np.testing.assert_array_equal(result.keep, [0, 2, 3, 4, 5])
+    theta[[1, 4]] = theta[[4, 1]]  # now twin 4 has the higher threshold
+    priority = removal_priority("higher-threshold", theta)
+    np.testing.assert_array_equal(compress(weights, metric, 5, priority=priority).keep,
+                                  [0, 1, 2, 3, 5])  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", REMOVAL_RULES)
+def test_every_rule_gives_prefix_paths(rule):
+    weights = np.random.default_rng(7).random((50, 30))
+    theta = np.random.default_rng(8).random(30)
+    distance = pairwise_distance(weights, "mse")
+    priority = removal_priority(rule, theta)
+    path = removal_order(distance, None, priority)
+    assert sorted(path.tolist()) == sorted(set(path.tolist())) and path.size == 29
+    for n_remove in (0, 1, 12, 29):
+        np.testing.assert_array_equal(removal_order(distance, n_remove, priority), path[:n_remove])
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_paths_are_prefixes_and_reach_one_neuron(metric):
     weights = np.random.default_rng(6).random((50, 40))
@@ -80,3 +122,7 @@ def test_bad_inputs():
         removal_order(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="target must lie in 1..4; got 0"):
         compress(np.ones((3, 4)), "mse", 0)
+    with pytest.raises(ValueError, match="removal rule 'older' is not valid"):
+        removal_priority("older", np.zeros(4))
+    with pytest.raises(ValueError, match=r"priority must be \[4\]"):
+        removal_order(_hand_made(), None, np.zeros(3))

@@ -32,6 +32,11 @@ def test_presets_train_on_30000_images_with_the_diehl_cook_300_settings(preset, 
     assert config.ensemble.submodels == submodels and config.ensemble.target_neurons == 300
     assert config.ensemble.metrics == ["mse", "manhattan", "cosine", "correlation"]
     assert config.ensemble.genetic is genetic
+    # 2 x 250: each sub-model sees half the images, its STDP rates are doubled
+    assert config.ensemble.learning_rate_scale == (2.0 if submodels == [250, 250] else 1.0)
+    assert config.ensemble.remove == (
+        "higher-threshold" if submodels == [250, 250] else "higher-index"
+    )
     ours, theirs = vars(config.diehl_cook), vars(single.diehl_cook)
     differ = {k for k in ours if ours[k] != theirs[k]}
     assert differ == {"neurons", "log_every"}  # neurons come from ensemble.submodels
@@ -40,6 +45,8 @@ def test_presets_train_on_30000_images_with_the_diehl_cook_300_settings(preset, 
 
 def test_config_errors_are_one_line():
     assert "ensemble.shards = 'iid' is not valid" in _error({"shards": "iid"})
+    assert "ensemble.remove = 'older' is not valid" in _error({"remove": "older"})
+    assert "learning_rate_scale must be positive" in _error({"learning_rate_scale": 0.0})
     assert "ensemble.dirichlet_alpha must be positive" in _error({"dirichlet_alpha": 0.0})
     assert "ensemble.submodels needs one neuron count" in _error({"submodels": []})
     assert "ensemble.submodels needs one neuron count" in _error({"submodels": [10, 0]})
@@ -73,9 +80,10 @@ def test_submodel_config():
             "method": "ensemble",
             "seed": 7,
             "data": {"name": "digits", "limit": 300},
-            "diehl_cook": {"neurons": 99, "present_ms": 123.0},
+            "diehl_cook": {"neurons": 99, "present_ms": 123.0, "nu_pre": 1e-4, "nu_post": 0.01},
             "ensemble": {
                 "submodels": [4, 6],
+                "learning_rate_scale": 2.0,
                 "target_neurons": 5,
                 "genetic": True,
                 "validation_images": 50,
@@ -85,6 +93,8 @@ def test_submodel_config():
     sub = trainer.submodel_config(config, 1)
     assert sub.method == "diehl-cook" and sub.seed == 7 + 2000
     assert sub.diehl_cook.neurons == 6 and sub.diehl_cook.present_ms == 123.0
+    assert (sub.diehl_cook.nu_pre, sub.diehl_cook.nu_post) == (2e-4, 0.02)
+    assert config.diehl_cook.nu_post == 0.01  # the ensemble's own config is unchanged
     assert (sub.train.threads, sub.train.progress) == (1, False)
     assert sub.data.limit == 350  # the pool and the validation images, loaded alike everywhere
 

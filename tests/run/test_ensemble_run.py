@@ -12,7 +12,7 @@ import pytest
 import tomli_w
 
 from spikeforge import cli
-from spikeforge.ensemble import EnsembleError, compress, equal_shards
+from spikeforge.ensemble import EnsembleError, compress, equal_shards, removal_priority
 from spikeforge.run import ensemble as trainer
 from spikeforge.run.checkpoint import load_checkpoint
 from spikeforge.run.config import config_from_dict
@@ -43,6 +43,7 @@ RAW = {
         "genetic_generations": 10,
         "validation_images": 100,
         "path_points": 6,
+        "remove": "higher-threshold",
     },  # fmt: skip
 }
 # The fault-injection runs only need a complete pipeline, not accuracy: shorter and one metric.
@@ -88,6 +89,7 @@ def test_run_directory_and_report(trained):
         assert 0 <= sub["test_accuracy"] <= 1 and sub["label_images"] == 150
         assert (out / "submodels" / str(k) / "checkpoint.safetensors").is_file()
     assert report["merged"]["neurons"] == 20 and report["validation_images"] == 100
+    assert (report["remove"], report["learning_rate_scale"]) == ("higher-threshold", 1.0)
     assert report["merged"]["test_accuracy"] > 0.3  # chance is 0.1
     assert set(report["compressed"]) == {"mse", "manhattan", "cosine", "correlation", "genetic"}
     for name, entry in report["compressed"].items():
@@ -120,9 +122,13 @@ def test_checkpoint_holds_the_merged_network_and_each_choice(trained):
     subs = [load_checkpoint(out / "submodels" / str(k))[0]["weights"].numpy() for k in (0, 1)]
     merged = tensors["merged.weights"].numpy()
     np.testing.assert_array_equal(merged, np.concatenate(subs, axis=1))
+    thetas = [load_checkpoint(out / "submodels" / str(k))[0]["state.theta"].numpy() for k in (0, 1)]
+    theta = tensors["merged.theta"].numpy()
+    np.testing.assert_array_equal(theta, np.concatenate(thetas))
+    priority = removal_priority("higher-threshold", theta)  # RAW's ensemble.remove
     for metric in ("mse", "manhattan", "cosine", "correlation"):
         np.testing.assert_array_equal(
-            tensors[f"keep.{metric}"].numpy(), compress(merged, metric, 12).keep
+            tensors[f"keep.{metric}"].numpy(), compress(merged, metric, 12, priority=priority).keep
         )
     assert np.unique(tensors["keep.genetic"].numpy()).size == 12
 

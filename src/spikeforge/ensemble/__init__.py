@@ -8,11 +8,13 @@ Everything here is a plain function of arrays; the Ray scheduler is
 """
 
 from spikeforge.ensemble.compression import (
+    REMOVAL_RULES,
     Compression,
     compress,
     kept_after,
     kept_masks,
     removal_order,
+    removal_priority,
 )
 from spikeforge.ensemble.genetic import GeneticResult, SubsetAccuracy, genetic_search
 from spikeforge.ensemble.merge import concatenate_networks, select_neurons
@@ -22,6 +24,7 @@ from spikeforge.ensemble.tasks import EnsembleError, ProgressWriter, read_progre
 
 __all__ = [
     "METRICS",
+    "REMOVAL_RULES",
     "SHARD_KINDS",
     "Compression",
     "EnsembleError",
@@ -39,6 +42,7 @@ __all__ = [
     "pairwise_distance",
     "read_progress",
     "removal_order",
+    "removal_priority",
     "select_neurons",
     "upper_pairs",
 ]

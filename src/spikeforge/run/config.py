@@ -185,12 +185,19 @@ class EnsembleConfig:
     """
 
     submodels: list[int] = field(default_factory=lambda: [100, 100, 100, 100, 100])
+    # Multiplies each sub-model's STDP rates (diehl_cook.nu_pre and nu_post). A sub-model sees
+    # only its shard; the number of equal shards keeps (rate x images) at the single network's.
+    learning_rate_scale: float = 1.0
     shards: str = "equal"  # equal (random, near-equal sizes) | dirichlet (class-skewed)
     dirichlet_alpha: float = 1.0  # concentration of the Dirichlet class split
     target_neurons: int = 300  # compress the merged network to this size; 0 = no compression
     metrics: list[str] = field(
         default_factory=lambda: ["mse", "manhattan", "cosine", "correlation"]
     )  # greedy pruning by each; the first is the headline (summary.json test_accuracy)
+    # Which neuron of the most similar pair the pruning removes: higher-index (the later one) |
+    # higher-threshold (the one with the higher adaptive threshold theta; sub-model order does
+    # not matter to it). See spikeforge.ensemble.compression.
+    remove: str = "higher-index"
     genetic: bool = False  # also choose the neurons to keep with a genetic algorithm
     genetic_population: int = 40
     genetic_generations: int = 100
@@ -356,14 +363,19 @@ def _validate_conv_stdp(config: RunConfig) -> None:
 
 def _validate_ensemble(config: RunConfig) -> None:
     """Checks of ``[ensemble]``, run only when method is ``ensemble``."""
-    from spikeforge.ensemble import METRICS, SHARD_KINDS
+    from spikeforge.ensemble import METRICS, REMOVAL_RULES, SHARD_KINDS
 
     ens = config.ensemble
     if not ens.submodels or any(n < 1 for n in ens.submodels):
         raise ConfigError(
             f"ensemble.submodels needs one neuron count >= 1 per sub-model; got {ens.submodels}"
         )
+    if not 0 < ens.learning_rate_scale < float("inf"):
+        raise ConfigError(
+            f"ensemble.learning_rate_scale must be positive; got {ens.learning_rate_scale}"
+        )
     _one_of("ensemble.shards", ens.shards, SHARD_KINDS)
+    _one_of("ensemble.remove", ens.remove, REMOVAL_RULES)
     if not 0 < ens.dirichlet_alpha < float("inf"):
         raise ConfigError(f"ensemble.dirichlet_alpha must be positive; got {ens.dirichlet_alpha}")
     merged = sum(ens.submodels)

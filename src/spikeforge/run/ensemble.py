@@ -5,7 +5,8 @@ spike-timing-dependent-plasticity learning".
    into one shard per sub-model (:mod:`spikeforge.ensemble.sharding`: equal or Dirichlet).
 2. **Sub-models**, in parallel as Ray tasks (:mod:`spikeforge.ensemble.distributed`): sub-model k
    is the Diehl & Cook trainer (:func:`spikeforge.run.diehl_cook.train_diehl_cook`) on shard k,
-   with ``ensemble.submodels[k]`` neurons, seed ``seed + 1000 (k + 1)``, one thread, writing its
+   with ``ensemble.submodels[k]`` neurons, its STDP rates ``nu_pre``, ``nu_post`` multiplied by
+   ``ensemble.learning_rate_scale``, seed ``seed + 1000 (k + 1)``, one thread, writing its
    own run directory ``DIR/submodels/k/`` with atomic checkpoints every
    ``diehl_cook.log_every`` images. A task whose worker dies is retried and resumes from its last
    checkpoint (exactly: the result equals an uninterrupted run); a finished sub-model is not
@@ -13,9 +14,11 @@ spike-timing-dependent-plasticity learning".
 3. **Merge.** The sub-models are read from their checkpoints and concatenated
    (:func:`spikeforge.ensemble.concatenate_networks`; timed as ``concatenate_seconds``).
 4. **Compress** to ``ensemble.target_neurons`` by greedy pairwise pruning for each of
-   ``ensemble.metrics`` (timed: distances, sort, walk, building the smaller network), and, with
-   ``ensemble.genetic``, by a genetic search whose fitness is validation accuracy, estimated from
-   the merged network's spike counts (:class:`spikeforge.ensemble.SubsetAccuracy`). The
+   ``ensemble.metrics``, removing the neuron of each pair that ``ensemble.remove`` names
+   (:func:`spikeforge.ensemble.removal_priority`; timed: distances, sort, walk, building the
+   smaller network), and, with ``ensemble.genetic``, by a genetic search whose fitness is
+   validation accuracy, estimated from the merged network's spike counts
+   (:class:`spikeforge.ensemble.SubsetAccuracy`). The
    validation images are the ``ensemble.validation_images`` training images right after the
    pool (with ``data.limit = 0``: the last ones, held out of the pool); they are held out only
    when the genetic search is on.
@@ -60,6 +63,7 @@ from spikeforge.ensemble import (
     kept_masks,
     pairwise_distance,
     removal_order,
+    removal_priority,
     select_neurons,
 )
 from spikeforge.ensemble.sharding import make_shards
@@ -168,14 +172,20 @@ def _load(config: RunConfig) -> _EnsembleData:
 
 def submodel_config(config: RunConfig, index: int) -> RunConfig:
     """The ``diehl-cook`` config of sub-model ``index``: the ensemble's ``[diehl_cook]`` settings
-    with ``ensemble.submodels[index]`` neurons, seed ``seed + 1000 (index + 1)``, one thread."""
+    with ``ensemble.submodels[index]`` neurons, STDP rates ``nu_pre`` and ``nu_post`` times
+    ``ensemble.learning_rate_scale``, seed ``seed + 1000 (index + 1)``, one thread."""
+    dc, scale = config.diehl_cook, config.ensemble.learning_rate_scale
     return _with(
         config,
         method="diehl-cook",
         seed=config.seed + _SUBMODEL_SEED_STRIDE * (index + 1),
         data={"limit": _load_limit(config)},
         train={"threads": 1, "progress": False},
-        diehl_cook={"neurons": config.ensemble.submodels[index]},
+        diehl_cook={
+            "neurons": config.ensemble.submodels[index],
+            "nu_pre": dc.nu_pre * scale,
+            "nu_post": dc.nu_post * scale,
+        },
     )
 
 
@@ -380,15 +390,17 @@ def _compress_all(
     ens = config.ensemble
     keeps, seconds, paths = {}, {}, {}
     for metric in ens.metrics:  # load the compiled kernels first: a one-off cost, not a merge's
-        compress(np.eye(3), metric, 2)
+        compress(np.eye(3), metric, 2, priority=removal_priority(ens.remove, np.zeros(3)))
     for metric in ens.metrics:
         if 0 < ens.target_neurons < merged.n_neurons:
             started = time.perf_counter()
-            result = compress(merged.weights, metric, ens.target_neurons)
+            priority = removal_priority(ens.remove, merged.state.theta)
+            result = compress(merged.weights, metric, ens.target_neurons, priority=priority)
             select_neurons(merged, result.keep)
             seconds[metric] = time.perf_counter() - started
             keeps[metric] = result.keep
-        paths[metric] = removal_order(pairwise_distance(merged.weights, metric))
+        priority = removal_priority(ens.remove, merged.state.theta)
+        paths[metric] = removal_order(pairwise_distance(merged.weights, metric), None, priority)
     return keeps, seconds, paths
 
 
@@ -578,6 +590,8 @@ def train_ensemble(
             )  # fmt: skip
             for k, (summary, shard) in enumerate(zip(summaries, shards, strict=True))
         ],
+        "learning_rate_scale": ens.learning_rate_scale,
+        "remove": ens.remove,
         "shards": ens.shards,
         "dirichlet_alpha": ens.dirichlet_alpha if ens.shards == "dirichlet" else None,
         "pool_images": data.pool,
