@@ -135,17 +135,7 @@ def simulate_batch(
     batch, _, n_neurons = weights.shape
     steps_on = rasters.shape[1]
     dt = p.dt
-    (
-        decay_ge,
-        decay_gi,
-        mean_ge,
-        mean_gi,
-        decay_exc,
-        decay_inh,
-        decay_theta,
-        decay_post1,
-        decay_post2,
-    ) = p.step_factors()
+    f = p.step_factors()  # per-step decay factors
     refractory_exc, refractory_inh, gap_exc = p.refractory_steps()
     conductance = p.neuron_model == "conductance"
     counts = torch.zeros(batch, n_neurons, dtype=torch.int64, device=weights.device)
@@ -160,8 +150,8 @@ def simulate_batch(
         inh_spiked = s["inh_spiked"].to(weights.dtype)
         inhibition = p.inh_to_exc * (inh_spiked.sum(1, keepdim=True) - inh_spiked)
         excitation = p.exc_to_inh * s["exc_spiked"].to(weights.dtype)
-        s["post1"] = _flush(s["post1"] * decay_post1)
-        s["post2"] = _flush(s["post2"] * decay_post2)
+        s["post1"] = _flush(s["post1"] * f.decay_post1)
+        s["post2"] = _flush(s["post2"] * f.decay_post2)
         # 2. depression at presynaptic spikes (after the weights were read)
         if image_of is not None:
             if learn and image_of.numel():
@@ -174,25 +164,25 @@ def simulate_batch(
         s["refractory_inh"] = torch.where(free_inh, s["refractory_inh"], s["refractory_inh"] - 1)
         s["gap_exc"] = torch.where(s["gap_exc"] > 0, s["gap_exc"] - 1, s["gap_exc"])
         if conductance:
-            s["ge_exc"] = _flush(s["ge_exc"] * decay_ge + input_drive)
-            s["gi_exc"] = _flush(s["gi_exc"] * decay_gi + inhibition)
-            s["ge_inh"] = _flush(s["ge_inh"] * decay_ge + excitation)
-            s["gi_inh"] = _flush(s["gi_inh"] * decay_gi)
+            s["ge_exc"] = _flush(s["ge_exc"] * f.decay_ge + input_drive)
+            s["gi_exc"] = _flush(s["gi_exc"] * f.decay_gi + inhibition)
+            s["ge_inh"] = _flush(s["ge_inh"] * f.decay_ge + excitation)
+            s["gi_inh"] = _flush(s["gi_inh"] * f.decay_gi)
             v_exc = _implicit_step(
                 s["v_exc"], dt / p.exc_tau, p.exc_rest,
-                mean_ge * s["ge_exc"], p.exc_e_rev, mean_gi * s["gi_exc"], p.exc_i_rev,
+                f.mean_ge * s["ge_exc"], p.exc_e_rev, f.mean_gi * s["gi_exc"], p.exc_i_rev,
             )  # fmt: skip
             v_inh = _implicit_step(
                 s["v_inh"], dt / p.inh_tau, p.inh_rest,
-                mean_ge * s["ge_inh"], p.inh_e_rev, mean_gi * s["gi_inh"], p.inh_i_rev,
+                f.mean_ge * s["ge_inh"], p.inh_e_rev, f.mean_gi * s["gi_inh"], p.inh_i_rev,
             )  # fmt: skip
         else:
-            v_exc = p.exc_rest + (s["v_exc"] - p.exc_rest) * decay_exc + input_drive - inhibition
-            v_inh = p.inh_rest + (s["v_inh"] - p.inh_rest) * decay_inh + excitation
+            v_exc = p.exc_rest + (s["v_exc"] - p.exc_rest) * f.decay_exc + input_drive - inhibition
+            v_inh = p.inh_rest + (s["v_inh"] - p.inh_rest) * f.decay_inh + excitation
         s["v_exc"] = torch.where(free_exc, v_exc, s["v_exc"])
         s["v_inh"] = torch.where(free_inh, v_inh, s["v_inh"])
         if learn:
-            s["theta"] = s["theta"] * decay_theta
+            s["theta"] = s["theta"] * f.decay_theta
         # 4. threshold, reset, refractory, adaptation
         exc_spikes = free_exc & (s["gap_exc"] == 0) & (s["v_exc"] > p.exc_thresh + s["theta"])
         inh_spikes = free_inh & (s["v_inh"] > p.inh_thresh)
