@@ -85,17 +85,17 @@ def _plot(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from spikeforge import viz
     from spikeforge.run import ConfigError
+    from spikeforge.run.bptt import read_metrics
 
     runs = {}
     for run_dir in map(Path, args.run_dirs):
-        path = run_dir / "metrics.jsonl"
-        if not path.is_file():
+        if not (run_dir / "metrics.jsonl").is_file():
             raise ConfigError(
                 f"no metrics.jsonl in {run_dir}; give run directories of spikeforge train"
             )
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = read_metrics(run_dir)
         if not records or "test_accuracy" not in records[0]:
-            raise ConfigError(f"{path} holds no epochs with a test accuracy")
+            raise ConfigError(f"{run_dir / 'metrics.jsonl'} holds no epochs with a test accuracy")
         runs[run_dir.name] = records
     print(viz.plot_run_comparison(runs, Path(args.out), args.title))
     return 0

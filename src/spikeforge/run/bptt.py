@@ -327,6 +327,12 @@ def _check_resumable(
                 )
 
 
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run directory's ``metrics.jsonl``, one per non-blank line."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def _append_metrics(out: Path, record: dict[str, Any]) -> None:
     with open(out / "metrics.jsonl", "a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -516,9 +522,7 @@ def train_bptt(
         _append_metrics(out, record)
         _save(out, model, optimizer, progress, rngs, None)
 
-    metrics = [
-        json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()
-    ]
+    metrics = read_metrics(out)
     summary = {
         "method": config.method,
         "dataset": config.data.name,

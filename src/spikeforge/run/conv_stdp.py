@@ -38,6 +38,7 @@ from spikeforge.run.bptt import (
     _check_resumable,
     _machine,
     _set_threads,
+    read_metrics,
     train_bptt,
 )
 from spikeforge.run.checkpoint import (
@@ -451,8 +452,7 @@ def plot_run_conv_stdp(run_dir: Path) -> list[Path]:
     kernel = config.conv_stdp.kernel
     filters = load_filters(run_dir).numpy()
     paths = [viz.plot_filters({"": filters}, kernel, run_dir / "filters.png")]
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    metrics = [json.loads(line) for line in lines if line.strip()]
+    metrics = read_metrics(run_dir)
     if metrics:
         paths.append(
             viz.plot_reconstruction_mse({run_dir.name: metrics}, run_dir / "reconstruction_mse.png")

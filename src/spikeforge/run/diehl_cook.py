@@ -483,6 +483,7 @@ def plot_run_diehl_cook(run_dir: Path, config: RunConfig) -> list[Path]:
     titled by its class), confusion.png (test set, all activity; from summary.json, else by
     evaluating) and training.png (windowed accuracy, spikes, theta from metrics.jsonl)."""
     from spikeforge import viz
+    from spikeforge.run.bptt import read_metrics
 
     run_dir = Path(run_dir)
     network = load_network(run_dir, config)
@@ -500,8 +501,7 @@ def plot_run_diehl_cook(run_dir: Path, config: RunConfig) -> list[Path]:
         ),
         viz.plot_confusion(np.array(confusion), run_dir / "confusion.png", run_dir.name),
     ]
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    metrics = [json.loads(ln) for ln in lines if ln.strip()]
+    metrics = read_metrics(run_dir)
     if metrics:
         paths.append(viz.plot_stdp_training(metrics, run_dir / "training.png", run_dir.name))
     return paths

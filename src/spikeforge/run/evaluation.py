@@ -15,6 +15,7 @@ from spikeforge.run.bptt import (
     _set_threads,
     evaluate,
     load_run_model,
+    read_metrics,
 )
 from spikeforge.run.config import ConfigError, RunConfig, load_config
 
@@ -85,8 +86,7 @@ def plot_run(run_dir: Path, max_steps: int = 20) -> list[Path]:
         from spikeforge.run.conv_stdp import CONV_DIR, plot_run_conv_stdp
 
         paths += plot_run_conv_stdp(run_dir / CONV_DIR)
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
+    metrics = read_metrics(run_dir)
     if metrics:
         paths.append(viz.plot_accuracy_curves(metrics, run_dir / "accuracy.png", str(run_dir.name)))
     if any("active_fraction" in m for m in metrics):
