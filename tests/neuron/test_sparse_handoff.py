@@ -7,18 +7,30 @@ import pytest
 import torch
 
 from spikeforge.neuron.sparse import (
-    sparse_input_linear,
+    sparse_readout,
     sparse_spiking_linear,
     spiking_linear_masked_reference,
 )
 from spikeforge.nn import SpikingMLP
 
 
-def _stack(backend, x, w1, w2, readout):
+def _leaky_readout(spikes, weight, beta, mode):
+    """Naive readout: v[t] = beta v[t-1] + W b[t], then max or mean over time."""
+    v = torch.zeros(spikes.shape[1], weight.shape[0])
+    trace = []
+    for t in range(spikes.shape[0]):
+        v = beta * v + spikes[t].to(weight.dtype) @ weight.t()
+        trace.append(v)
+    trace = torch.stack(trace)
+    return trace.amax(0) if mode == "max" else trace.mean(0)
+
+
+def _stack(backend, x, w1, w2, readout, mode="max"):
     h1 = sparse_spiking_linear(x, w1, 0.9, 1.0, "inverse-square", None, 0.3, backend)
     h2 = sparse_spiking_linear(h1, w2, 0.9, 1.0, "inverse-square", None, 0.3, backend)
-    current = sparse_input_linear(h2, readout)
-    return current.amax(0)
+    if backend == "numba":
+        return sparse_readout(h2, readout, 0.8, mode)
+    return _leaky_readout(h2, readout, 0.8, mode)
 
 
 def _weights(seed):
@@ -30,15 +42,15 @@ def _weights(seed):
     return x, w1, w2, readout
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_numba_stack_equals_torch_stack_and_masked_oracle(seed):
+@pytest.mark.parametrize("seed,mode", [(0, "max"), (1, "max"), (0, "sum")])
+def test_numba_stack_equals_torch_stack_and_masked_oracle(seed, mode):
     x, w1, w2, readout = _weights(seed)
     g = torch.randn(6, 5, generator=torch.Generator().manual_seed(seed + 10))
-    numba_out = _stack("numba", x, w1, w2, readout)
-    torch_out = _stack("torch", x, w1, w2, readout)
+    numba_out = _stack("numba", x, w1, w2, readout, mode)
+    torch_out = _stack("torch", x, w1, w2, readout, mode)
     h1 = spiking_linear_masked_reference(x, w1, 0.9, 1.0, "inverse-square", None, 0.3)
     h2 = spiking_linear_masked_reference(h1, w2, 0.9, 1.0, "inverse-square", None, 0.3)
-    oracle_out = (h2 @ readout.t()).amax(0)
+    oracle_out = _leaky_readout(h2, readout, 0.8, mode)
     torch.testing.assert_close(numba_out, torch_out)
     torch.testing.assert_close(numba_out, oracle_out)
     params = [w1, w2, readout]
@@ -51,27 +63,53 @@ def test_numba_stack_equals_torch_stack_and_masked_oracle(seed):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-6)
 
 
+def test_max_readout_shares_the_gradient_between_tied_steps_like_amax():
+    """A readout unit that never receives input has v = 0 at every step: all T steps tie."""
+    x, w1, _, _ = _weights(2)
+    h1 = sparse_spiking_linear(x, w1, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
+    readout = torch.randn(5, 30, generator=torch.Generator().manual_seed(4))
+    readout[:, 1:] = 0.0  # only hidden unit 0 drives the readout
+    readout.requires_grad_()
+    seen = {}
+    h1.register_hook(lambda grad: seen.setdefault("grad", grad))
+    sparse_readout(h1, readout, 0.9, "max").sum().backward()
+    h1_ref = h1.detach().requires_grad_()
+    _leaky_readout(h1_ref, readout.detach().requires_grad_(), 0.9, "max").sum().backward()
+    index = seen["grad"]._indices()
+    expected = h1_ref.grad[index[0], index[1], index[2]]
+    torch.testing.assert_close(seen["grad"]._values(), expected)
+
+
 def test_readout_sends_a_sparse_gradient_at_the_active_entries():
     x, w1, _, _ = _weights(2)
     readout = torch.randn(5, 30, generator=torch.Generator().manual_seed(3)).requires_grad_()
     h1 = sparse_spiking_linear(x, w1, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
     seen = {}
     h1.register_hook(lambda grad: seen.setdefault("grad", grad))
-    sparse_input_linear(h1, readout).sum().backward()
+    # beta = 1, sum mode: score = (1/T) sum_t sum_{t' <= t} W b[t'], so the gradient at a spike
+    # of step t is (T - t) / T times the column sums of W
+    sparse_readout(h1, readout, 1.0, "sum").sum().backward()
     grad = seen["grad"]
     assert grad.is_sparse and 0 < grad._nnz() < h1.numel() / 2
-    # at its entries it equals the dense gradient ones @ W
-    expected = torch.ones(20, 6, 5) @ readout.detach()
+    steps = h1.shape[0]
+    late = (steps - torch.arange(steps, dtype=torch.float32)) / steps
+    expected = late[:, None, None] * readout.detach().sum(0)
     index = grad._indices()
-    torch.testing.assert_close(grad._values(), expected[index[0], index[1], index[2]])
-    torch.testing.assert_close(readout.grad, torch.ones(5, 1) * h1.detach().sum((0, 1)))
+    torch.testing.assert_close(grad._values(), expected.expand(steps, 6, 30)[tuple(index)])
+    weighted = (h1.detach() * late[:, None, None]).sum((0, 1))
+    torch.testing.assert_close(readout.grad, torch.ones(5, 1) * weighted)
 
 
-def test_sparse_input_linear_checks_width():
+def test_sparse_readout_checks_width_mode_and_producer():
     x, w1, _, readout = _weights(2)
     h1 = sparse_spiking_linear(x, w1, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
     with pytest.raises(ValueError, match="30 features but the weight expects 25"):
-        sparse_input_linear(h1, readout)
+        sparse_readout(h1, readout, 0.9, "max")
+    wide = torch.randn(5, 30)
+    with pytest.raises(ValueError, match="'max' or 'sum'"):
+        sparse_readout(h1, wide, 0.9, "last")
+    with pytest.raises(ValueError, match="sparse-backward layer on the numba backend"):
+        sparse_readout(h1.detach().clone(), wide, 0.9, "max")
 
 
 def test_model_with_regularizer_style_dense_gradient_still_matches():

@@ -4,7 +4,7 @@ Imported lazily by :mod:`spikeforge.neuron.sparse`, whose PyTorch path is the re
 
 Layouts: the current is time-major ``[T, B, N]``; an *active entry* ``e`` is one ``(t, b, j)``
 with ``|u - threshold| < active_bound``. The forward stores entries batch item by batch item,
-each batch item's entries in time order, as five flat arrays: ``row[e] = t * B + b``,
+each batch item's entries in time order, as five flat arrays: ``step[e] = t``,
 ``neuron[e] = j``, ``surrogate[e] = sigma'(u - threshold)``, ``successor[e]``, the next active
 entry of the same ``(b, j)`` when no spike reset the neuron from ``t`` up to it (-1 otherwise),
 and ``span_start[e]``, the first step whose gradient this entry carries: one after the neuron's
@@ -63,7 +63,7 @@ def lif_forward_gather(
     code,
     scale,
     offsets,
-    row,
+    step,
     neuron,
     surrogate,
     successor,
@@ -82,7 +82,7 @@ def lif_forward_gather(
                 fired = u >= threshold
                 x = u - threshold
                 if abs(x) < bound:
-                    row[e] = t * batch + b
+                    step[e] = t
                     neuron[e] = j
                     surrogate[e] = _surrogate(x, code, scale)
                     successor[e] = -1
@@ -96,6 +96,18 @@ def lif_forward_gather(
                     newest[j] = -1
                     first[j] = t + 1
                 v[j] = 0.0 if fired else u
+
+
+@nb.njit(parallel=True, cache=True)
+def entry_coordinates(step, neuron, entry_offsets, indices):
+    """``indices[:, e] = (t, b, j)`` of every active entry (``[3, n]`` int64: the indices of the
+    sparse COO gradient a downstream layer sends back at these entries)."""
+    batch = entry_offsets.shape[0] - 1
+    for b in nb.prange(batch):
+        for e in range(entry_offsets[b], entry_offsets[b + 1]):
+            indices[0, e] = step[e]
+            indices[1, e] = b
+            indices[2, e] = neuron[e]
 
 
 @nb.njit(parallel=True, cache=True)
@@ -127,12 +139,16 @@ def gather_spikes(spikes, offsets, columns):
                 e += 1
 
 
-@nb.njit(parallel=True, cache=True)
+# reassociation lets LLVM vectorise the row dot products; no nnan/ninf, so NaN still propagates
+_VECTOR_MATH = {"reassoc", "contract", "arcp"}
+
+
+@nb.njit(parallel=True, cache=True, fastmath=_VECTOR_MATH)
 def sparse_backward(
     grad_spikes,
     grad_given,
     per_entry,
-    row,
+    step,
     neuron,
     surrogate,
     successor,
@@ -140,92 +156,209 @@ def sparse_backward(
     entry_offsets,
     beta_powers,
     weight,
+    weight_t,
     input_offsets,
     input_columns,
     grad_entries,
     grad_weight_parts,
     grad_input,
     up_offsets,
-    up_row,
+    up_step,
     up_neuron,
     up_values,
+    row_buffers,
     want_weight,
     want_input,
     want_upstream,
 ):
     """Gradients from the active entries alone.
 
-    Per entry, newest first: ``d[e] = g[e] sigma'[e] + beta^(t_s - t_e) d[successor]``; then for
-    every step ``t`` of its span, with ``d_t = beta^(t_e - t) d[e]`` and ``r = t * B + b``:
-    ``dW[j, i] += d_t`` for every input spike ``i`` of row ``r`` (``grad_weight_parts`` holds
-    one ``[O, I]`` partial sum per thread), ``dx[r, :] += d_t W[j, :]`` (``want_input``, dense
-    ``[T*B, I]`` zero-filled) or, at the upstream layer's active entries ``u`` of row ``r``,
-    ``up_values[u] += d_t W[j, up_neuron[u]]`` (``want_upstream``, zero-filled).
+    Per batch item ``b``, newest entry first: ``d[e] = g[e] sigma'[e] + beta^(t_s - t_e)
+    d[successor]``. Then ``d`` is laid out on the steps that need it (those with an input spike,
+    an upstream active entry, or every step for a dense input gradient) as rows
+    ``D[t, j] = beta^(t_e - t) d[e]`` over each entry's span ``span_start[e] <= t <= t_e``, zero
+    elsewhere (``row_buffers[thread]``, ``[T, O]``). From the rows that some span reaches:
+
+    * ``dW^T[i, :] += D[t, :]`` for every input spike ``i`` of row ``r = t * B + b``
+      (``grad_weight_parts``: one ``[I, O]`` partial sum per thread);
+    * ``up_values[u] = D[t, :] . W^T[up_neuron[u], :]`` at the upstream layer's active entries
+      ``u`` of row ``r`` (``want_upstream``; ``weight_t`` is ``W^T``, ``[I, O]``);
+    * ``dx[r, :] = sum_j D[t, j] W[j, :]`` (``want_input``: dense ``[T*B, I]``, zero-filled).
+
+    Every step is a contiguous row operation over the ``O`` outputs, and rows no span reaches
+    are skipped, so the cost follows the input spikes, the upstream entries and the spans.
     ``grad_spikes``: ``[T*B, N]``, or, when ``per_entry``, ``grad_given[e]`` holds ``g`` at each
     entry (the downstream layer sent its gradient only there). ``beta_powers[k] = beta^k``.
     """
     batch = entry_offsets.shape[0] - 1
     steps = beta_powers.shape[0] - 1
+    width = weight.shape[0]
     in_width = weight.shape[1]
     for b in nb.prange(batch):
-        part = grad_weight_parts[nb.get_thread_id()]
-        # This item's input spikes, gathered once into time order: the spikes of steps
-        # t0..t1 are spike_at[first_spike[t0] : first_spike[t1 + 1]], so a span's weight
-        # gradient reads one contiguous run instead of one row per step.
-        first_spike = np.empty(steps + 1, dtype=np.int64)
-        first_spike[0] = 0
-        for t in range(steps):
-            r = t * batch + b
-            first_spike[t + 1] = first_spike[t] + input_offsets[r + 1] - input_offsets[r]
-        spike_column = np.empty(first_spike[steps], dtype=np.int64)
-        spike_step = np.empty(first_spike[steps], dtype=np.int64)
-        if want_weight:
-            for t in range(steps):
-                r = t * batch + b
-                k = first_spike[t]
-                for q in range(input_offsets[r], input_offsets[r + 1]):
-                    spike_column[k] = input_columns[q]
-                    spike_step[k] = t
-                    k += 1
-        # upstream entries of this item at step t: up_first[t] .. up_first[t + 1] - 1
-        # and their steps, so that the span loops below need no division
-        up_first = np.empty(steps + 1 if want_upstream else 1, dtype=np.int64)
-        up_step = np.empty(up_offsets[b + 1] - up_offsets[b] if want_upstream else 0, np.int64)
-        if want_upstream:
-            u = up_offsets[b]
-            for t in range(steps + 1):
-                while u < up_offsets[b + 1] and up_row[u] // batch < t:
-                    up_step[u - up_offsets[b]] = up_row[u] // batch
-                    u += 1
-                up_first[t] = u
-        for e in range(entry_offsets[b + 1] - 1, entry_offsets[b] - 1, -1):
-            t_e = row[e] // batch
+        thread = nb.get_thread_id()
+        part = grad_weight_parts[thread]
+        rows = row_buffers[thread]
+        first, last = entry_offsets[b], entry_offsets[b + 1]
+        for e in range(last - 1, first - 1, -1):
             j = neuron[e]
-            g = grad_given[e] if per_entry else grad_spikes[row[e], j]
+            g = grad_given[e] if per_entry else grad_spikes[step[e] * batch + b, j]
             d = g * surrogate[e]
             s = successor[e]
             if s >= 0:
-                d += beta_powers[row[s] // batch - t_e] * grad_entries[s]
+                d += beta_powers[step[s] - step[e]] * grad_entries[s]
             grad_entries[e] = d
+        # the steps whose row of D is read (zeroed), listed in order: needed_step[k] for
+        # needed_before[t] <= k < needed_before[t + 1]; reached[t]: some span covers step t
+        needed = np.zeros(steps, dtype=np.bool_)
+        reached = np.zeros(steps, dtype=np.bool_)
+        for t in range(steps):
+            r = t * batch + b
+            needed[t] = want_input or (want_weight and input_offsets[r + 1] > input_offsets[r])
+        if want_upstream:
+            for u in range(up_offsets[b], up_offsets[b + 1]):
+                needed[up_step[u]] = True
+        needed_before = np.empty(steps + 1, dtype=np.int64)
+        needed_step = np.empty(steps, dtype=np.int64)
+        n = 0
+        for t in range(steps):
+            needed_before[t] = n
+            if needed[t]:
+                rows[t, :] = 0.0
+                needed_step[n] = t
+                n += 1
+        needed_before[steps] = n
+        for e in range(first, last):
+            d = grad_entries[e]
             if d == 0.0:
                 continue
-            t_0 = span_start[e]
-            if want_weight:
-                part_j = part[j]
-                for k in range(first_spike[t_0], first_spike[t_e + 1]):
-                    part_j[spike_column[k]] += d * beta_powers[t_e - spike_step[k]]
-            if want_upstream:
-                w_j = weight[j]
-                base = up_offsets[b]
-                for u in range(up_first[t_0], up_first[t_e + 1]):
-                    d_t = d * beta_powers[t_e - up_step[u - base]]
-                    up_values[u] += d_t * w_j[up_neuron[u]]
-            if want_input:
-                for t in range(t_e, t_0 - 1, -1):
-                    d_t = d * beta_powers[t_e - t]
+            j = neuron[e]
+            t_e = step[e]
+            for k in range(needed_before[span_start[e]], needed_before[t_e + 1]):
+                t = needed_step[k]
+                rows[t, j] = d * beta_powers[t_e - t]
+                reached[t] = True
+        if want_weight:
+            for t in range(steps):
+                if reached[t]:
                     r = t * batch + b
-                    for i in range(in_width):
-                        grad_input[r, i] += d_t * weight[j, i]
+                    d_row = rows[t]
+                    for q in range(input_offsets[r], input_offsets[r + 1]):
+                        part_i = part[input_columns[q]]
+                        for o in range(width):
+                            part_i[o] += d_row[o]
+        if want_upstream:
+            for u in range(up_offsets[b], up_offsets[b + 1]):
+                t = up_step[u]
+                if reached[t]:
+                    d_row = rows[t]
+                    w_i = weight_t[up_neuron[u]]
+                    acc = d_row[0] * w_i[0]
+                    for o in range(1, width):
+                        acc += d_row[o] * w_i[o]
+                    up_values[u] = acc
+        if want_input:
+            for t in range(steps):
+                if reached[t]:
+                    out = grad_input[t * batch + b]
+                    for j in range(width):
+                        d_t = rows[t, j]
+                        if d_t != 0.0:
+                            w_j = weight[j]
+                            for i in range(in_width):
+                                out[i] += d_t * w_j[i]
+
+
+@nb.njit(parallel=True, cache=True)
+def readout_forward(offsets, columns, weight_t, beta, use_max, membrane, scores):
+    """Leaky readout of sparse binary input: ``v[t] = beta v[t-1] + W b[t]`` per batch item
+    (``W b[t]`` summed over the spikes of row ``t * B + b``), ``membrane``: ``[B, T, O]``;
+    ``scores[b]`` = ``max_t v[t]`` (``use_max``) or ``(1/T) sum_t v[t]``."""
+    batch, steps, width = membrane.shape
+    for b in nb.prange(batch):
+        v = np.zeros(width, dtype=membrane.dtype)
+        best = np.full(width, -np.inf, dtype=membrane.dtype)
+        total = np.zeros(width, dtype=membrane.dtype)
+        for t in range(steps):
+            r = t * batch + b
+            for o in range(width):
+                v[o] *= beta
+            for k in range(offsets[r], offsets[r + 1]):
+                w_i = weight_t[columns[k]]
+                for o in range(width):
+                    v[o] += w_i[o]
+            for o in range(width):
+                membrane[b, t, o] = v[o]
+                best[o] = max(best[o], v[o])
+                total[o] += v[o]
+        for o in range(width):
+            scores[b, o] = best[o] if use_max else total[o] / steps
+
+
+@nb.njit(parallel=True, cache=True, fastmath=_VECTOR_MATH)
+def readout_backward(
+    grad_scores,
+    membrane,
+    scores,
+    beta,
+    use_max,
+    offsets,
+    columns,
+    weight_t,
+    up_offsets,
+    up_step,
+    up_neuron,
+    up_values,
+    grad_weight_parts,
+    row_buffers,
+    want_weight,
+    want_upstream,
+):
+    """Backward of :func:`readout_forward` from ``grad_scores`` ``[B, O]`` (``membrane``:
+    ``[B, T, O]``).
+
+    ``dL/dv[t] = g / n_ties`` where ``v[t]`` equals the max (``use_max``; ties share, as
+    ``torch.amax``), else ``g / T``; ``c[t] = dL/d(W b[t]) = sum_{t' >= t} beta^(t'-t) dL/dv[t']``
+    (``row_buffers[thread]``, ``[T, O]``); then ``dW^T[i, :] += c[t]`` for every input spike
+    ``i`` of row ``t * B + b`` and ``up_values[u] = c[t] . W^T[up_neuron[u], :]`` at the
+    upstream layer's active entries ``u`` (all the upstream sparse backward reads).
+    """
+    batch, steps, width = membrane.shape
+    for b in nb.prange(batch):
+        thread = nb.get_thread_id()
+        part = grad_weight_parts[thread]
+        c = row_buffers[thread]
+        per_step = np.empty(width, dtype=membrane.dtype)
+        for o in range(width):
+            per_step[o] = grad_scores[b, o] / steps
+        if use_max:
+            for o in range(width):
+                ties = 0
+                for t in range(steps):
+                    if membrane[b, t, o] == scores[b, o]:
+                        ties += 1
+                per_step[o] = grad_scores[b, o] / max(ties, 1)
+        acc = np.zeros(width, dtype=membrane.dtype)
+        for t in range(steps - 1, -1, -1):
+            for o in range(width):
+                hit = not use_max or membrane[b, t, o] == scores[b, o]
+                acc[o] = beta * acc[o] + (per_step[o] if hit else 0.0)
+                c[t, o] = acc[o]
+        if want_weight:
+            for t in range(steps):
+                r = t * batch + b
+                c_t = c[t]
+                for k in range(offsets[r], offsets[r + 1]):
+                    part_i = part[columns[k]]
+                    for o in range(width):
+                        part_i[o] += c_t[o]
+        if want_upstream:
+            for u in range(up_offsets[b], up_offsets[b + 1]):
+                c_t = c[up_step[u]]
+                w_i = weight_t[up_neuron[u]]
+                total = c_t[0] * w_i[0]
+                for o in range(1, width):
+                    total += c_t[o] * w_i[o]
+                up_values[u] = total
 
 
 @nb.njit(parallel=True, cache=True)
@@ -241,36 +374,6 @@ def csr_current(offsets, columns, weight_t, current):
             i = columns[k]
             for o in range(width):
                 current[r, o] += weight_t[i, o]
-
-
-@nb.njit(parallel=True, cache=True)
-def rows_dot_at_entries(grad_rows, weight, entry_offsets, row, neuron, out):
-    """``out[e] = sum_o grad_rows[row[e], o] * weight[o, neuron[e]]``: a dense map's input
-    gradient ``grad_rows @ W`` evaluated at the upstream active entries only."""
-    batch = entry_offsets.shape[0] - 1
-    width = weight.shape[0]
-    for b in nb.prange(batch):
-        for e in range(entry_offsets[b], entry_offsets[b + 1]):
-            r = row[e]
-            j = neuron[e]
-            acc = 0.0
-            for o in range(width):
-                acc += grad_rows[r, o] * weight[o, j]
-            out[e] = acc
-
-
-@nb.njit(parallel=True, cache=True)
-def csr_weight_grad(offsets, columns, grad_rows, parts):
-    """``parts[thread, i, :] += grad_rows[r, :]`` for every input spike ``(r, i)``: the weight
-    gradient ``(grad_rows^T b)^T`` of a dense map with sparse binary input ``b``."""
-    rows = offsets.shape[0] - 1
-    width = grad_rows.shape[1]
-    for r in nb.prange(rows):
-        part = parts[nb.get_thread_id()]
-        for k in range(offsets[r], offsets[r + 1]):
-            i = columns[k]
-            for o in range(width):
-                part[i, o] += grad_rows[r, o]
 
 
 @nb.njit(parallel=True, cache=True)

@@ -21,14 +21,18 @@ exactly the dense backward with the surrogate multiplied by ``A`` (the test orac
 :func:`spiking_linear_masked_reference`), and the dense backward when the bound covers every
 neuron (``active_bound = inf``).
 
-What is kept for backward: the active entries (row ``t*B + b``, neuron ``j``, sigma', the next
+What is kept for backward: the active entries (step ``t``, neuron ``j``, sigma', the next
 active entry of the same neuron within its reset segment, and the first step of the entry's span:
 20 bytes each), the input spikes as compressed sparse rows (the column of every one), and the
-weight. The Numba backend (CPU) computes ``d`` on the spans, the weight gradient (one add per
-span step per input spike) and the input gradient (a row of W per span step, or, when the input
-comes from another sparse layer, only at that layer's active entries) from these alone: its cost
-scales with the active entries and their spans. The PyTorch backend (CUDA) runs the dense
-backward with the masked surrogate: the same numbers, no saving.
+weight. The Numba backend (CPU), per batch item, computes ``d`` at the entries, lays it out as
+rows ``d[t, :]`` only at the steps that are read (those with an input spike or an upstream
+active entry) and only where a span reaches, then adds such a row to ``dW^T[i, :]`` per input
+spike ``i`` and dots it with ``W[:, i]`` per upstream active entry: contiguous row operations
+whose number follows the input spikes and the active entries, not ``T * B``. When the input
+comes from another sparse layer, the input gradient is sent back at that layer's active entries
+only (a sparse COO tensor); the accumulator readout (:func:`sparse_readout`) does the same. The
+PyTorch backend (CUDA) runs the dense backward with the masked surrogate: the same numbers, no
+saving.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ from spikeforge.neuron.surrogates import get_surrogate
 
 __all__ = [
     "active_set",
-    "sparse_input_linear",
+    "carries_active_entries",
+    "sparse_readout",
     "sparse_spiking_linear",
     "spiking_linear_masked_reference",
 ]
@@ -88,22 +93,23 @@ class _ActiveEntries:
     layer (or the readout) can send back its gradient at these entries only, as a sparse COO
     tensor whose indices are :meth:`coo_indices` (the Numba backend only)."""
 
-    def __init__(self, row, neuron, entry_offsets, shape):
-        self.row, self.neuron, self.entry_offsets, self.shape = row, neuron, entry_offsets, shape
+    def __init__(self, step, neuron, entry_offsets, shape):
+        self.step, self.neuron, self.entry_offsets, self.shape = step, neuron, entry_offsets, shape
         self._indices: torch.Tensor | None = None
 
     def coo_indices(self) -> torch.Tensor:
         if self._indices is None:
-            # (t, b, j) of each entry from row = t * B + b; NumPy's int32 divmod is about
-            # three times faster here than torch's int64 division
-            step, item = np.divmod(self.row.numpy(), self.shape[1])
-            indices = np.stack((step, item, self.neuron.numpy())).astype(np.int64)
-            self._indices = torch.from_numpy(indices)
+            from spikeforge.neuron import _sparse_kernels as kernels
+
+            indices = torch.empty(3, self.step.shape[0], dtype=torch.int64)
+            args = (self.step.numpy(), self.neuron.numpy(), self.entry_offsets.numpy())
+            kernels.entry_coordinates(*args, indices.numpy())
+            self._indices = indices
         return self._indices
 
     def values_of(self, grad: torch.Tensor) -> torch.Tensor | None:
         """The values of a sparse gradient laid out on these entries (None if it is not)."""
-        if not grad.is_sparse or grad._nnz() != self.row.numel() or self._indices is None:
+        if not grad.is_sparse or grad._nnz() != self.step.numel() or self._indices is None:
             return None
         indices = grad._indices()
         if indices.data_ptr() == self._indices.data_ptr() or torch.equal(indices, self._indices):
@@ -199,7 +205,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             entry_offsets = torch.zeros(batch + 1, dtype=torch.int64)
             torch.cumsum(counts, 0, out=entry_offsets[1:])
             n = int(entry_offsets[-1])
-            row = torch.empty(n, dtype=torch.int32)
+            step = torch.empty(n, dtype=torch.int32)
             neuron = torch.empty(n, dtype=torch.int32)
             surrogate_at = torch.empty(n, dtype=weight.dtype)
             successor = torch.empty(n, dtype=torch.int32)
@@ -209,18 +215,18 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
                 surrogate.code,
                 typed(scale),
                 entry_offsets.numpy(),
-                row.numpy(),
+                step.numpy(),
                 neuron.numpy(),
                 surrogate_at.numpy(),
                 successor.numpy(),
                 span_start.numpy(),
             )
-            ctx.own = _ActiveEntries(row, neuron, entry_offsets, (steps, batch, width))
+            ctx.own = _ActiveEntries(step, neuron, entry_offsets, (steps, batch, width))
             ctx.upstream = upstream
-            up = (upstream.row, upstream.neuron, upstream.entry_offsets) if upstream else ()
+            up = (upstream.step, upstream.neuron, upstream.entry_offsets) if upstream else ()
             ctx.save_for_backward(
                 weight,
-                row,
+                step,
                 neuron,
                 surrogate_at,
                 successor,
@@ -287,7 +293,7 @@ def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
     from spikeforge.neuron import _sparse_kernels as kernels
 
     saved = ctx.saved_tensors
-    weight, row, neuron, surrogate_at, successor, span_start, entry_offsets = saved[:7]
+    weight, step, neuron, surrogate_at, successor, span_start, entry_offsets = saved[:7]
     offsets_in, columns = saved[7:9]
     steps, batch, width = ctx.own.shape
     rows = steps * batch
@@ -303,46 +309,55 @@ def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
     sparse_input = want_input and ctx.upstream is not None
     dense_input = want_input and not sparse_input
     if sparse_input:
-        up_row, up_neuron, up_offsets = saved[9:]
-        up_values = torch.zeros(up_row.shape[0], dtype=weight.dtype)
+        up_step, up_neuron, up_offsets = saved[9:]
+        up_values = torch.zeros(up_step.shape[0], dtype=weight.dtype)
     else:
-        up_row = up_neuron = torch.zeros(1, dtype=torch.int32)
+        up_step = up_neuron = torch.zeros(1, dtype=torch.int32)
         up_offsets = torch.zeros(batch + 1, dtype=torch.int64)
         up_values = torch.zeros(1, dtype=weight.dtype)
-    grad_entries = torch.empty(row.shape[0], dtype=weight.dtype)
-    parts = numba.get_num_threads() if want_weight else 1
+    grad_entries = torch.empty(step.shape[0], dtype=weight.dtype)
+    parts = numba.get_num_threads()
     grad_weight_parts = torch.zeros(
-        (parts, out_width, in_width) if want_weight else (1, 1, 1), dtype=weight.dtype
+        (parts, in_width, out_width) if want_weight else (1, 1, 1), dtype=weight.dtype
     )
     grad_input = torch.zeros((rows, in_width) if dense_input else (1, 1), dtype=weight.dtype)
-    beta_powers = torch.tensor(beta, dtype=torch.float64) ** torch.arange(steps + 1)
+    row_buffers = torch.empty(parts, steps, out_width, dtype=weight.dtype)
+    beta_powers = beta ** np.arange(steps + 1, dtype=np.float64)
+    beta_powers = beta_powers.astype(surrogate_at.numpy().dtype)
     w = weight.detach()
+    # W^T, [I, O]: rows of the dot products at the upstream entries
+    w_t = w.t().contiguous() if sparse_input else w
     kernels.sparse_backward(
         grad_rows.numpy(),
         given.numpy(),
         per_entry,
-        row.numpy(),
+        step.numpy(),
         neuron.numpy(),
         surrogate_at.numpy(),
         successor.numpy(),
         span_start.numpy(),
         entry_offsets.numpy(),
-        beta_powers.to(weight.dtype).numpy(),
+        beta_powers,
         w.numpy(),
+        w_t.numpy(),
         offsets_in.numpy(),
         columns.numpy(),
         grad_entries.numpy(),
         grad_weight_parts.numpy(),
         grad_input.numpy(),
         up_offsets.numpy(),
-        up_row.numpy(),
+        up_step.numpy(),
         up_neuron.numpy(),
         up_values.numpy(),
+        row_buffers.numpy(),
         want_weight,
         dense_input,
         sparse_input,
     )
-    grad_weight = grad_weight_parts.sum(0) if want_weight else None
+    grad_weight = None
+    if want_weight:
+        summed = grad_weight_parts[0] if parts == 1 else grad_weight_parts.sum(0)
+        grad_weight = summed.t()
     if sparse_input:
         return grad_weight, ctx.upstream.sparse_grad(up_values)
     return grad_weight, grad_input if dense_input else None
@@ -409,71 +424,101 @@ def sparse_spiking_linear(
     return spikes
 
 
-class _SparseInputLinearFunction(torch.autograd.Function):
-    """``current = b W^T`` for sparse binary ``b`` whose producer only needs its gradient at its
-    active entries: forward and weight gradient from the input's ones, input gradient at the
-    producer's active entries (a sparse COO gradient)."""
+class _SparseReadoutFunction(torch.autograd.Function):
+    """Leaky readout of a sparse layer's spikes, fused: forward from the input's ones, backward
+    to the weight and to the input at the producer's active entries only (a sparse COO
+    gradient). See :func:`sparse_readout`."""
 
     @staticmethod
-    def forward(ctx, spikes_in, weight, upstream):
+    def forward(ctx, spikes_in, weight, beta, mode, upstream):
         from spikeforge.neuron import _sparse_kernels as kernels
 
         steps, batch, _ = spikes_in.shape
         offsets, columns = _compact_rows(spikes_in)
-        current = torch.empty(steps * batch, weight.shape[0], dtype=weight.dtype)
         weight_t = weight.detach().t().contiguous()
-        kernels.csr_current(offsets.numpy(), columns.numpy(), weight_t.numpy(), current.numpy())
-        ctx.upstream = upstream
+        membrane = torch.empty(batch, steps, weight.shape[0], dtype=weight.dtype)
+        scores = torch.empty(batch, weight.shape[0], dtype=weight.dtype)
+        use_max = mode == "max"
+        args = (offsets.numpy(), columns.numpy(), weight_t.numpy())
+        kernels.readout_forward(*args, beta, use_max, membrane.numpy(), scores.numpy())
+        ctx.upstream, ctx.beta, ctx.use_max = upstream, beta, use_max
         ctx.save_for_backward(
-            weight, offsets, columns, upstream.row, upstream.neuron, upstream.entry_offsets
+            weight_t,
+            membrane,
+            scores,
+            offsets,
+            columns,
+            upstream.step,
+            upstream.neuron,
+            upstream.entry_offsets,
         )
-        return current.view(steps, batch, -1)
+        return scores
 
     @staticmethod
-    def backward(ctx, grad_current):
+    def backward(ctx, grad_scores):
         import numba
 
         from spikeforge.neuron import _sparse_kernels as kernels
 
-        weight, offsets, columns, up_row, up_neuron, up_offsets = ctx.saved_tensors
-        grad_rows = grad_current.reshape(-1, weight.shape[0]).contiguous().to(weight.dtype)
-        grad_weight = grad_input = None
-        w = weight.detach().contiguous()
-        if ctx.needs_input_grad[1]:
-            parts = torch.zeros(numba.get_num_threads(), weight.shape[1], weight.shape[0])
-            kernels.csr_weight_grad(
-                offsets.numpy(), columns.numpy(), grad_rows.numpy(), parts.numpy()
-            )
-            grad_weight = parts.sum(0).t().to(weight.dtype)
-        if ctx.needs_input_grad[0]:
-            values = torch.empty(up_row.shape[0], dtype=weight.dtype)
-            kernels.rows_dot_at_entries(
-                grad_rows.numpy(),
-                w.numpy(),
-                up_offsets.numpy(),
-                up_row.numpy(),
-                up_neuron.numpy(),
-                values.numpy(),
-            )
-            grad_input = ctx.upstream.sparse_grad(values)
-        return grad_input, grad_weight, None
+        weight_t, membrane, scores, offsets, columns, up_step, up_neuron, up_offsets = (
+            ctx.saved_tensors
+        )
+        _, steps, width = membrane.shape
+        want_weight, want_input = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
+        threads = numba.get_num_threads()
+        parts = torch.zeros(
+            (threads, *weight_t.shape) if want_weight else (1, 1, 1), dtype=weight_t.dtype
+        )
+        values = torch.zeros(up_step.shape[0] if want_input else 1, dtype=weight_t.dtype)
+        kernels.readout_backward(
+            grad_scores.to(weight_t.dtype).contiguous().numpy(),
+            membrane.numpy(),
+            scores.numpy(),
+            ctx.beta,
+            ctx.use_max,
+            offsets.numpy(),
+            columns.numpy(),
+            weight_t.numpy(),
+            up_offsets.numpy(),
+            up_step.numpy(),
+            up_neuron.numpy(),
+            values.numpy(),
+            parts.numpy(),
+            torch.empty(threads, steps, width, dtype=weight_t.dtype).numpy(),
+            want_weight,
+            want_input,
+        )
+        grad_weight = (parts[0] if threads == 1 else parts.sum(0)).t() if want_weight else None
+        grad_input = ctx.upstream.sparse_grad(values) if want_input else None
+        return grad_input, grad_weight, None, None, None
 
 
-def sparse_input_linear(spikes_in: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``[T, B, I]`` 0/1 spikes -> ``[T, B, O]`` currents ``W b[t]``.
+def carries_active_entries(spikes: torch.Tensor) -> bool:
+    """Whether ``spikes`` come from a sparse-backward layer on the Numba backend, whose
+    consumer can send its gradient back at that layer's active entries only."""
+    return getattr(spikes, _HANDLE, None) is not None
 
-    When ``spikes_in`` comes from a sparse-backward layer on the Numba backend, the product
-    runs over the input's ones and sends the input gradient back only at that layer's active
-    entries (all the layer's backward reads); otherwise it is a plain matmul.
+
+def sparse_readout(spikes_in: torch.Tensor, weight: torch.Tensor, beta: float, mode: str):
+    """Class scores ``[B, O]`` of a non-spiking leaky readout ``v[t] = beta v[t-1] + W b[t]``:
+    ``max_t v[t]`` (``mode="max"``, Perez-Nieves & Goodman 2021) or ``(1/T) sum_t v[t]``
+    (``"sum"``), for spikes ``b`` ``[T, B, I]`` from a sparse-backward layer on the Numba
+    backend (:func:`carries_active_entries`) and a float32 CPU weight ``[O, I]``.
+
+    The forward and the weight gradient run over the input's ones; the input gradient is
+    computed only at the producer's active entries, all its sparse backward reads.
     """
     if spikes_in.dim() != 3 or spikes_in.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"input of shape {tuple(spikes_in.shape)} has {spikes_in.shape[-1]} features but the "
             f"weight expects {weight.shape[1]}"
         )
+    if mode not in ("max", "sum"):
+        raise ValueError(f"sparse_readout reads out 'max' or 'sum' over time; got {mode!r}")
     upstream = getattr(spikes_in, _HANDLE, None)
     if upstream is None or weight.device.type != "cpu" or weight.dtype != torch.float32:
-        steps, batch, _ = spikes_in.shape
-        current = spikes_in.to(weight.dtype).reshape(steps * batch, -1) @ weight.t()
-        return current.view(steps, batch, -1)
-    return _SparseInputLinearFunction.apply(spikes_in, weight, upstream)
+        raise ValueError(
+            "sparse_readout needs spikes from a sparse-backward layer on the numba backend and "
+            "a float32 CPU weight; use AccumulatorReadout, which falls back to a dense readout"
+        )
+    return _SparseReadoutFunction.apply(spikes_in, weight, float(beta), mode, upstream)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from spikeforge.neuron import get_surrogate, lif_scan, spiking_linear
-from spikeforge.neuron.sparse import sparse_input_linear
+from spikeforge.neuron.sparse import carries_active_entries, sparse_readout
 
 __all__ = [
     "SpikingLinear",
@@ -166,10 +166,16 @@ class AccumulatorReadout(nn.Module):
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         if self.mode != "last":
-            # the product runs over the spikes' ones (and, after a sparse-backward layer, sends
-            # the gradient back at that layer's active entries only)
-            current = sparse_input_linear(spikes, self.weight)
-            steps, batch, _ = current.shape
+            if (
+                carries_active_entries(spikes)
+                and self.weight.device.type == "cpu"
+                and self.weight.dtype == torch.float32
+            ):
+                # fused: forward over the spikes' ones, gradient sent back at the sparse
+                # layer's active entries only
+                return sparse_readout(spikes, self.weight, self.beta, self.mode)
+            steps, batch, _ = spikes.shape
+            current = spikes.to(self.weight.dtype).reshape(steps * batch, -1) @ self.weight.t()
             membrane = self._decay_matrix(steps, current) @ current.reshape(steps, -1)
             membrane = membrane.view(steps, batch, -1)
             return membrane.amax(0) if self.mode == "max" else membrane.mean(0)
