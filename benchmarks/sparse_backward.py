@@ -20,6 +20,10 @@ entries of) a dense gradient instead of the sparse one handed over between layer
 ``--config configs/sparse-fmnist-tuned.toml`` times the settings that meet the accuracy goal
 (fast-sigmoid surrogate, active bound 0.5: about 4.5% active) instead of the paper's.
 
+On the CPU, glibc is first asked to keep freed memory (``_common.keep_freed_memory``) so that
+neither backward pays page faults on fresh pages for its large tensors: on this virtual machine
+they made repeats of the same backward differ by half (``--fresh-pages`` turns this off).
+
 Run: ``flock /tmp/spikeforge-timing.lock .venv/bin/python benchmarks/sparse_backward.py``
 (``--device cuda`` on a GPU; there the sparse backward is the dense one with a masked
 surrogate). Prints one JSON object (see /work/shared/BENCHMARKS.md).
@@ -37,6 +41,7 @@ from _common import (
     base_parser,
     describe_device,
     emit,
+    keep_freed_memory,
     log,
     peak_tensor_bytes,
     set_threads,
@@ -177,10 +182,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--config", type=Path, default=CONFIG, help="the model's settings")
+    parser.add_argument(
+        "--fresh-pages",
+        action="store_true",
+        help="leave glibc's malloc as it is (fresh pages, and page faults, for large tensors)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
+    allocator = "glibc default"
     if device.type == "cpu":
         set_threads(args.threads)
+        if not args.fresh_pages and keep_freed_memory():
+            allocator = "glibc keeps freed memory (mmap threshold 32 MiB, no trim), both backwards"
     repeats = 3 if args.quick else 7
     images = load_vision("fashion-mnist", "train", limit=args.batch)
     spikes = latency_encode(images.flat_intensities(), 100).to(device)
@@ -242,6 +255,7 @@ def main() -> None:
             "steps": 100,
             "config": args.config.name,
             "peer": "spikeforge dense backward (same forward, same weights)",
+            "allocator": allocator,
             "ratios": ratios,
             "sizes": sizes,
             "active_bound_scaling_h200": scaling,

@@ -139,6 +139,10 @@ def gather_spikes(spikes, offsets, columns):
                 e += 1
 
 
+# A row of d with fewer than O / _DENSE_ROW_DIVISOR non-zeros is used as a list (one scalar add
+# per non-zero); a fuller one as a dense row (O / vector-width adds). Measured on this CPU.
+_DENSE_ROW_DIVISOR = 8
+
 # reassociation lets LLVM vectorise the row dot products; no nnan/ninf, so NaN still propagates
 _VECTOR_MATH = {"reassoc", "contract", "arcp"}
 
@@ -167,6 +171,8 @@ def sparse_backward(
     up_neuron,
     up_values,
     row_buffers,
+    value_buffers,
+    neuron_buffers,
     want_weight,
     want_input,
     want_upstream,
@@ -177,7 +183,10 @@ def sparse_backward(
     d[successor]``. Then ``d`` is laid out on the steps that need it (those with an input spike,
     an upstream active entry, or every step for a dense input gradient) as rows
     ``D[t, j] = beta^(t_e - t) d[e]`` over each entry's span ``span_start[e] <= t <= t_e``, zero
-    elsewhere (``row_buffers[thread]``, ``[T, O]``). From the rows that some span reaches:
+    elsewhere. A row is first collected as its non-zeros (``neuron_buffers[thread][t, :n_t]``,
+    ``value_buffers[thread][t, :n_t]``); a row with many of them is then spread into a dense row
+    (``row_buffers[thread][t]``, ``[T, O]``) for contiguous row operations, a row with few is
+    used as its list. From the rows that some span reaches:
 
     * ``dW^T[i, :] += D[t, :]`` for every input spike ``i`` of row ``r = t * B + b``
       (``grad_weight_parts``: one ``[I, O]`` partial sum per thread);
@@ -185,8 +194,9 @@ def sparse_backward(
       ``u`` of row ``r`` (``want_upstream``; ``weight_t`` is ``W^T``, ``[I, O]``);
     * ``dx[r, :] = sum_j D[t, j] W[j, :]`` (``want_input``: dense ``[T*B, I]``, zero-filled).
 
-    Every step is a contiguous row operation over the ``O`` outputs, and rows no span reaches
-    are skipped, so the cost follows the input spikes, the upstream entries and the spans.
+    Rows no span reaches are skipped, and a row costs the smaller of its non-zeros and ``O``
+    divided by the vector width, so the cost follows the input spikes, the upstream entries and
+    the spans.
     ``grad_spikes``: ``[T*B, N]``, or, when ``per_entry``, ``grad_given[e]`` holds ``g`` at each
     entry (the downstream layer sent its gradient only there). ``beta_powers[k] = beta^k``.
     """
@@ -207,10 +217,9 @@ def sparse_backward(
             if s >= 0:
                 d += beta_powers[step[s] - step[e]] * grad_entries[s]
             grad_entries[e] = d
-        # the steps whose row of D is read (zeroed), listed in order: needed_step[k] for
-        # needed_before[t] <= k < needed_before[t + 1]; reached[t]: some span covers step t
+        # the steps whose row of D is read, listed in order: needed_step[k] for
+        # needed_before[t] <= k < needed_before[t + 1]; count[t]: the row's non-zeros
         needed = np.zeros(steps, dtype=np.bool_)
-        reached = np.zeros(steps, dtype=np.bool_)
         for t in range(steps):
             r = t * batch + b
             needed[t] = want_input or (want_weight and input_offsets[r + 1] > input_offsets[r])
@@ -223,10 +232,12 @@ def sparse_backward(
         for t in range(steps):
             needed_before[t] = n
             if needed[t]:
-                rows[t, :] = 0.0
                 needed_step[n] = t
                 n += 1
         needed_before[steps] = n
+        values = value_buffers[thread]
+        neurons = neuron_buffers[thread]
+        count = np.zeros(steps, dtype=np.int64)
         for e in range(first, last):
             d = grad_entries[e]
             if d == 0.0:
@@ -235,37 +246,58 @@ def sparse_backward(
             t_e = step[e]
             for k in range(needed_before[span_start[e]], needed_before[t_e + 1]):
                 t = needed_step[k]
-                rows[t, j] = d * beta_powers[t_e - t]
-                reached[t] = True
+                c = count[t]
+                neurons[t, c] = j
+                values[t, c] = d * beta_powers[t_e - t]
+                count[t] = c + 1
+        # rows with at least `dense_from` non-zeros are spread out (spans of one neuron never
+        # overlap, so every (t, j) is written once)
+        dense_from = max(width // _DENSE_ROW_DIVISOR, 1)
+        for t in range(steps):
+            if count[t] >= dense_from:
+                rows[t, :] = 0.0
+                for c in range(count[t]):
+                    rows[t, neurons[t, c]] = values[t, c]
         if want_weight:
             for t in range(steps):
-                if reached[t]:
-                    r = t * batch + b
+                if count[t] == 0:
+                    continue
+                r = t * batch + b
+                if count[t] >= dense_from:
                     d_row = rows[t]
                     for q in range(input_offsets[r], input_offsets[r + 1]):
                         part_i = part[input_columns[q]]
                         for o in range(width):
                             part_i[o] += d_row[o]
+                else:
+                    for q in range(input_offsets[r], input_offsets[r + 1]):
+                        part_i = part[input_columns[q]]
+                        for c in range(count[t]):
+                            part_i[neurons[t, c]] += values[t, c]
         if want_upstream:
             for u in range(up_offsets[b], up_offsets[b + 1]):
                 t = up_step[u]
-                if reached[t]:
+                if count[t] == 0:
+                    continue
+                w_i = weight_t[up_neuron[u]]
+                if count[t] >= dense_from:
                     d_row = rows[t]
-                    w_i = weight_t[up_neuron[u]]
                     acc = d_row[0] * w_i[0]
                     for o in range(1, width):
                         acc += d_row[o] * w_i[o]
-                    up_values[u] = acc
+                else:
+                    acc = values[t, 0] * w_i[neurons[t, 0]]
+                    for c in range(1, count[t]):
+                        acc += values[t, c] * w_i[neurons[t, c]]
+                up_values[u] = acc
         if want_input:
             for t in range(steps):
-                if reached[t]:
-                    out = grad_input[t * batch + b]
-                    for j in range(width):
-                        d_t = rows[t, j]
-                        if d_t != 0.0:
-                            w_j = weight[j]
-                            for i in range(in_width):
-                                out[i] += d_t * w_j[i]
+                out = grad_input[t * batch + b]
+                for c in range(count[t]):
+                    d_t = values[t, c]
+                    w_j = weight[neurons[t, c]]
+                    for i in range(in_width):
+                        out[i] += d_t * w_j[i]
 
 
 @nb.njit(parallel=True, cache=True)

@@ -322,6 +322,8 @@ def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
     )
     grad_input = torch.zeros((rows, in_width) if dense_input else (1, 1), dtype=weight.dtype)
     row_buffers = torch.empty(parts, steps, out_width, dtype=weight.dtype)
+    value_buffers = torch.empty(parts, steps, out_width, dtype=weight.dtype)
+    neuron_buffers = torch.empty(parts, steps, out_width, dtype=torch.int32)
     beta_powers = beta ** np.arange(steps + 1, dtype=np.float64)
     beta_powers = beta_powers.astype(surrogate_at.numpy().dtype)
     w = weight.detach()
@@ -350,14 +352,17 @@ def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
         up_neuron.numpy(),
         up_values.numpy(),
         row_buffers.numpy(),
+        value_buffers.numpy(),
+        neuron_buffers.numpy(),
         want_weight,
         dense_input,
         sparse_input,
     )
     grad_weight = None
     if want_weight:
-        summed = grad_weight_parts[0] if parts == 1 else grad_weight_parts.sum(0)
-        grad_weight = summed.t()
+        # the per-thread [I, O] sums, added and transposed in one pass into a contiguous
+        # [O, I] (a transposed view would be copied again by autograd's accumulation)
+        grad_weight = grad_weight_parts.transpose(1, 2).sum(0)
     if sparse_input:
         return grad_weight, ctx.upstream.sparse_grad(up_values)
     return grad_weight, grad_input if dense_input else None
@@ -488,7 +493,7 @@ class _SparseReadoutFunction(torch.autograd.Function):
             want_weight,
             want_input,
         )
-        grad_weight = (parts[0] if threads == 1 else parts.sum(0)).t() if want_weight else None
+        grad_weight = parts.transpose(1, 2).sum(0) if want_weight else None
         grad_input = ctx.upstream.sparse_grad(values) if want_input else None
         return grad_input, grad_weight, None, None, None
 
