@@ -65,6 +65,10 @@ def test_config_errors_are_one_line():
     assert "validation_images must be at least 1" in _error(
         {"genetic": True, "validation_images": 0}
     )
+    assert "ensemble.validation = 'pool' is not valid" in _error({"validation": "pool"})
+    assert "needs at least one left to assign labels from" in _error(
+        {"genetic": True, "validation": "label-split", "validation_images": 10000}
+    )
     assert "with ensemble.address the cluster decides" in _error({"address": "auto", "workers": 2})
     assert "ensemble.workers must be at least 0" in _error({"workers": -1})
     assert "unknown key ensemble.neurons" in _error({"neurons": 3})
@@ -116,6 +120,47 @@ def test_validation_images_follow_the_pool():
     with pytest.raises(ConfigError, match="too few for a pool of 1400") as info:
         trainer._load(config_from_dict(raw))
     assert "\n" not in str(info.value)
+
+
+def test_label_split_validation_loads_no_image_beyond_the_pool():
+    raw = {
+        "method": "ensemble",
+        "data": {"name": "digits", "limit": 300, "test_limit": 10},
+        "ensemble": {"submodels": [4, 4], "target_neurons": 5, "genetic": True,
+                     "validation": "label-split", "validation_images": 50},
+    }  # fmt: skip
+    config = config_from_dict(raw)
+    data = trainer._load(config)
+    assert (data.pool, data.validation, len(data.train_y)) == (300, 0, 300)
+    assert trainer.submodel_config(config, 0).data.limit == 300
+
+
+def test_label_split_search_scores_the_last_labelled_images():
+    """The genetic search assigns labels from the first labelled images and scores subsets on
+    the last ``validation_images`` of them: its best fitness is that split's accuracy."""
+    from spikeforge.ensemble import SubsetAccuracy
+
+    config = config_from_dict(
+        {
+            "method": "ensemble",
+            "seed": 3,
+            "data": {"name": "digits", "limit": 300, "test_limit": 10},
+            "ensemble": {"submodels": [6, 6], "target_neurons": 7, "genetic": True,
+                         "genetic_population": 8, "genetic_generations": 5,
+                         "validation": "label-split", "validation_images": 40},
+        }  # fmt: skip
+    )
+    data = trainer._load(config)
+    label = np.arange(200, 300)
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(1.0, (100, 12))
+    labels = data.train_y[label]
+    counts[np.arange(100), labels % 12] += 5  # neuron c % 12 prefers class c
+    keep, record = trainer._genetic(config, data, {"label": counts}, label, [np.arange(7)])
+    assert record["validation"] == "label-split" and keep.size == 7
+    split = SubsetAccuracy(counts[:60], labels[:60], counts[60:], labels[60:])
+    assert record["validation_accuracy_estimate"] == split(np.isin(np.arange(12), keep))[0]
+    assert record["validation_accuracy_estimate"] >= split(np.isin(np.arange(12), np.arange(7)))[0]
 
 
 def test_kill_hook_parsing(monkeypatch):

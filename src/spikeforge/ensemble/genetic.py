@@ -67,25 +67,41 @@ class SubsetAccuracy:
             )
         assignment = assign_labels(label_counts, label_y, n_classes)
         self.n_neurons = eval_counts.shape[1]
-        self._members = np.eye(n_classes)[assignment.assignments]  # one-hot [N, C]
-        self._counts = eval_counts
+        # neurons grouped by assigned class: class c owns columns bounds[c]:bounds[c + 1]
+        self._order = np.argsort(assignment.assignments, kind="stable")
+        self._bounds = np.searchsorted(
+            assignment.assignments[self._order], np.arange(n_classes + 1)
+        )
+        # Spike counts are small integers, so their float32 sums are exact (below 2**24); the
+        # means are then taken in float64, equal to predict_all_activity's.
+        if eval_counts.size and (eval_counts.max() * eval_counts.shape[1] >= 2**24):
+            raise ValueError("spike counts too large for exact float32 sums")
+        self._counts_t = np.ascontiguousarray(eval_counts[:, self._order].T, np.float32)  # [N, M]
         self._labels = np.asarray(eval_y)
+        self._n_classes = n_classes
 
     def __call__(self, masks: np.ndarray) -> np.ndarray:
         """Accuracy of each subset: ``masks`` bool [P, N] -> float64 [P]."""
         masks = np.atleast_2d(np.asarray(masks, bool))
         if masks.shape[1] != self.n_neurons:
             raise ValueError(f"masks must be [P, {self.n_neurons}]; got {masks.shape}")
-        out = np.empty(masks.shape[0])
-        for start in range(0, masks.shape[0], 16):  # bounds the [P, M, C] scores' memory
-            chunk = masks[start : start + 16]
-            members = chunk[:, :, None] * self._members[None]  # [P, N, C]
-            # Integer counts: these float64 sums are exact, so means equal predict_all_activity's.
-            sums = np.matmul(self._counts, members)  # [P, M, C]
-            sizes = members.sum(axis=1)[:, None, :]  # [P, 1, C]
-            scores = np.divide(sums, sizes, out=np.zeros_like(sums), where=sizes > 0)
-            out[start : start + 16] = (scores.argmax(axis=2) == self._labels).mean(axis=1)
-        return out
+        kept = masks[:, self._order].astype(np.float32)  # [P, N], columns grouped by class
+        shape = (masks.shape[0], self._counts_t.shape[1])  # [P, M]
+        best = np.zeros(shape)  # a class without kept neurons scores 0
+        predicted = np.zeros(shape, np.int64)
+        score = np.empty(shape)
+        for c in range(self._n_classes):  # strictly greater: ties go to the lower class
+            lo, hi = self._bounds[c], self._bounds[c + 1]
+            if hi == lo:
+                continue
+            sums = kept[:, lo:hi] @ self._counts_t[lo:hi]
+            sizes = kept[:, lo:hi].sum(axis=1, dtype=np.float64)[:, None]
+            score.fill(0.0)
+            np.divide(sums, sizes, out=score, where=sizes > 0)
+            better = score > best
+            np.copyto(best, score, where=better)
+            np.copyto(predicted, c, where=better)
+        return (predicted == self._labels).mean(axis=1)
 
 
 @dataclass(frozen=True)

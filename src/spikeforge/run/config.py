@@ -39,6 +39,7 @@ EVENT_DATASETS = ("nmnist", "shd")
 ENCODERS = ("poisson", "latency", "events")
 BACKWARDS = ("dense", "sparse")
 READOUTS = ("last", "max", "sum")
+VALIDATION_SPLITS = ("held-out", "label-split")
 BACKENDS = ("auto", "torch", "numba")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "bfloat16")
@@ -204,7 +205,11 @@ class EnsembleConfig:
     genetic_tournament: int = 3
     genetic_elite: int = 2
     genetic_mutation: float = 0.02  # chance that each kept neuron of a child is swapped out
-    validation_images: int = 5000  # held out of training for the genetic fitness (when genetic)
+    validation_images: int = 5000  # images the genetic fitness scores (when genetic)
+    # Where they come from: held-out (training images after the pool, which nothing trains on)
+    # | label-split (the last validation_images of the pool's labelled images: the genetic
+    # search assigns labels from the others; the run uses no image beyond the pool)
+    validation: str = "held-out"
     path_points: int = 25  # sizes along each pruning path shown by `spikeforge plot`
     workers: int = 0  # CPUs of a local Ray; 0 = all cores
     address: str = ""  # Ray cluster to join (e.g. "auto" or "ray://host:10001"); "" = local
@@ -419,6 +424,16 @@ def _validate_ensemble(config: RunConfig) -> None:
             f"ensemble.genetic_mutation must lie in [0, 1]; got {ens.genetic_mutation}"
         )
     _at_least("ensemble.validation_images", ens.validation_images, 1 if ens.genetic else 0)
+    _one_of("ensemble.validation", ens.validation, VALIDATION_SPLITS)
+    labelled = config.diehl_cook.label_images or config.data.limit
+    if ens.genetic and ens.validation == "label-split" and labelled:
+        if ens.validation_images >= labelled:
+            raise ConfigError(
+                f"ensemble.validation = 'label-split' scores the genetic search on "
+                f"{ens.validation_images} of the {labelled} labelled images "
+                "(diehl_cook.label_images) and needs at least one left to assign labels from: "
+                "lower ensemble.validation_images"
+            )
     if ens.address and ens.workers:
         raise ConfigError(
             "ensemble.workers sets the CPUs of a local Ray; with ensemble.address the cluster "

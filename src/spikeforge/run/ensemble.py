@@ -18,10 +18,12 @@ spike-timing-dependent-plasticity learning".
    (:func:`spikeforge.ensemble.removal_priority`; timed: distances, sort, walk, building the
    smaller network), and, with ``ensemble.genetic``, by a genetic search whose fitness is
    validation accuracy, estimated from the merged network's spike counts
-   (:class:`spikeforge.ensemble.SubsetAccuracy`). The
-   validation images are the ``ensemble.validation_images`` training images right after the
-   pool (with ``data.limit = 0``: the last ones, held out of the pool); they are held out only
-   when the genetic search is on.
+   (:class:`spikeforge.ensemble.SubsetAccuracy`). With ``ensemble.validation = "held-out"``
+   the validation images are the ``ensemble.validation_images`` training images right after the
+   pool (with ``data.limit = 0``: the last ones, held out of the pool; only when the genetic
+   search is on). With ``"label-split"`` they are the last ``validation_images`` of the pool's
+   labelled images (the merged network's labelling pass gives their counts; the search assigns
+   labels from the labelled images before them), so the run uses no image beyond the pool.
 5. **Evaluate** (Ray tasks again, one per network): every network, sub-models included, is
    labelled by its responses (learning off) to labelled training images, then classified on the
    test set, as the Diehl & Cook trainer does: the merged and compressed networks are labelled on
@@ -35,8 +37,10 @@ as the genetic fitness is; the networks at the target size are simulated.
 ``summary.json``'s ``test_accuracy`` is the headline network's: the first metric's compression
 (else the genetic one's; the merged network's when nothing is compressed). Its ``train_seconds``
 is the training wall time: the sub-model phase (tasks submitted to all trained) plus
-concatenation and the headline compression (for the genetic search: its validation pass and
-search). Evaluation is excluded, as in every trainer. ``ensemble.json`` holds every figure.
+concatenation and the headline compression (for the genetic search: its validation pass, none
+with ``label-split``, and search; ``ensemble.json`` also records the merged network's labelling
+pass, which the search reads and which is untimed like every network's labelling). Evaluation
+is excluded, as in every trainer. ``ensemble.json`` holds every figure.
 """
 
 from __future__ import annotations
@@ -139,7 +143,9 @@ class _EnsembleData:
 
 
 def _validation_images(config: RunConfig) -> int:
-    return config.ensemble.validation_images if config.ensemble.genetic else 0
+    """Images loaded after the pool for the genetic fitness (held-out validation only)."""
+    ens = config.ensemble
+    return ens.validation_images if ens.genetic and ens.validation == "held-out" else 0
 
 
 def _load_limit(config: RunConfig) -> int:
@@ -350,7 +356,7 @@ def _evaluate(
     for name, (weights, theta, label_indices) in networks.items():
         progress = out / "evaluation" / f"{name}.progress.json"
         counts = name == keep_counts_of
-        validation = counts and config.ensemble.genetic
+        validation = counts and _validation_images(config) > 0
         args = (config, weights, theta, label_indices, validation, counts, str(progress))
         jobs.append(Job(f"evaluate {name}", evaluate_network_task, args, progress))
     results = run_tasks(
@@ -414,12 +420,23 @@ def _genetic(
     """The genetic search, seeded with the metric compressions: (kept neurons, its record)."""
     ens = config.ensemble
     started = time.perf_counter()
-    fitness = SubsetAccuracy(
-        merged_counts["label"],
-        data.train_y[label_indices],
-        merged_counts["validation"],
-        data.train_y[data.validation_slice()],
-    )
+    if ens.validation == "label-split":
+        # the last validation_images labelled images score; the others assign the labels
+        held = ens.validation_images
+        if held >= label_indices.size:
+            raise EnsembleError(
+                f"ensemble.validation = 'label-split' needs more than {held} labelled images; "
+                f"the pool gives {label_indices.size}: lower ensemble.validation_images"
+            )
+        counts, labels = merged_counts["label"], data.train_y[label_indices]
+        fitness = SubsetAccuracy(counts[:-held], labels[:-held], counts[-held:], labels[-held:])
+    else:
+        fitness = SubsetAccuracy(
+            merged_counts["label"],
+            data.train_y[label_indices],
+            merged_counts["validation"],
+            data.train_y[data.validation_slice()],
+        )
     n_merged = merged_counts["label"].shape[1]
     search = genetic_search(
         fitness, n_merged, ens.target_neurons,
@@ -430,6 +447,7 @@ def _genetic(
     )  # fmt: skip
     record = {
         "search_seconds": time.perf_counter() - started,
+        "validation": ens.validation,
         "validation_accuracy_estimate": search.fitness,
         "best_history": search.best_history.tolist(),
         "mean_history": search.mean_history.tolist(),
@@ -551,7 +569,10 @@ def train_ensemble(
             keeps["genetic"], genetic = _genetic(
                 config, data, merged_counts, label, list(keeps.values())
             )
-            genetic["validation_pass_seconds"] = results["merged"]["seconds"]["validation"]
+            # label-split reads the merged network's labelling pass, untimed as every network's
+            # labelling is; its length is recorded beside
+            genetic["validation_pass_seconds"] = results["merged"]["seconds"].get("validation", 0.0)
+            genetic["merged_label_pass_seconds"] = results["merged"]["seconds"]["label"]
             genetic["seconds"] = genetic["search_seconds"] + genetic["validation_pass_seconds"]
             chosen = keeps["genetic"]
             network = (merged.weights[:, chosen], merged.state.theta[chosen], label)
