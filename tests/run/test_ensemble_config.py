@@ -22,7 +22,7 @@ def _error(ensemble: dict, **top) -> str:
 
 @pytest.mark.parametrize(
     ("preset", "submodels", "genetic"),
-    [("ensemble-5x100-300", [100] * 5, False), ("ensemble-2x250-300", [250, 250], False),
+    [("ensemble-5x100-300", [100] * 5, False), ("ensemble-2x250-300", [250, 250], True),
      ("ensemble-500-300", [500], True)],
 )  # fmt: skip
 def test_presets_train_on_30000_images_with_the_diehl_cook_300_settings(preset, submodels, genetic):
@@ -32,6 +32,10 @@ def test_presets_train_on_30000_images_with_the_diehl_cook_300_settings(preset, 
     assert config.ensemble.submodels == submodels and config.ensemble.target_neurons == 300
     assert config.ensemble.metrics == ["mse", "manhattan", "cosine", "correlation"]
     assert config.ensemble.genetic is genetic
+    # 2 x 250's genetic search scores on a split of the pool's labelled images: no extra data
+    assert config.ensemble.validation == (
+        "label-split" if submodels == [250, 250] else "held-out"
+    )
     # 2 x 250: each sub-model sees half the images, its STDP rates are doubled
     assert config.ensemble.learning_rate_scale == (2.0 if submodels == [250, 250] else 1.0)
     assert config.ensemble.remove == (

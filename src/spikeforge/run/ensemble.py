@@ -667,6 +667,11 @@ def train_ensemble(
         "config": config_to_dict(config),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    if keeps:
+        log(
+            f"compressed to {ens.target_neurons}: "
+            + ", ".join(f"{name} {results[name]['test_accuracy']:.4f}" for name in keeps)
+        )
     log(
         f"{headline}: test accuracy {summary['test_accuracy']:.4f} with {final['neurons']} "
         f"neurons (merged {merged.n_neurons}: {summary['merged_test_accuracy']:.4f}); training "
