@@ -143,3 +143,16 @@ def test_model_with_regularizer_style_dense_gradient_still_matches():
         grads[backend] = [p.grad for p in model.parameters()]
     for a, b in zip(grads["numba"], grads["torch"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_forward_scan_writes_the_output_spikes_as_compressed_rows():
+    """The next layer reads these rows instead of scanning the float spikes: they must be them."""
+    from spikeforge.neuron.sparse import _HANDLE, _compact_rows
+
+    x, w1, _, _ = _weights(4)
+    h1 = sparse_spiking_linear(x, w1 * 2.0, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
+    offsets, columns = getattr(h1, _HANDLE).spike_rows
+    expected_offsets, expected_columns = _compact_rows(h1.detach())
+    assert int(offsets[-1]) == int(h1.sum()) > 0
+    torch.testing.assert_close(offsets, expected_offsets)
+    torch.testing.assert_close(columns.long(), expected_columns.long())

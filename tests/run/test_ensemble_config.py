@@ -33,9 +33,7 @@ def test_presets_train_on_30000_images_with_the_diehl_cook_300_settings(preset, 
     assert config.ensemble.metrics == ["mse", "manhattan", "cosine", "correlation"]
     assert config.ensemble.genetic is genetic
     # 2 x 250's genetic search scores on a split of the pool's labelled images: no extra data
-    assert config.ensemble.validation == (
-        "label-split" if submodels == [250, 250] else "held-out"
-    )
+    assert config.ensemble.validation == ("label-split" if submodels == [250, 250] else "held-out")
     # 2 x 250: each sub-model sees half the images, its STDP rates are doubled
     assert config.ensemble.learning_rate_scale == (2.0 if submodels == [250, 250] else 1.0)
     assert config.ensemble.remove == (
@@ -149,9 +147,15 @@ def test_label_split_search_scores_the_last_labelled_images():
             "method": "ensemble",
             "seed": 3,
             "data": {"name": "digits", "limit": 300, "test_limit": 10},
-            "ensemble": {"submodels": [6, 6], "target_neurons": 7, "genetic": True,
-                         "genetic_population": 8, "genetic_generations": 5,
-                         "validation": "label-split", "validation_images": 40},
+            "ensemble": {
+                "submodels": [6, 6],
+                "target_neurons": 7,
+                "genetic": True,
+                "genetic_population": 8,
+                "genetic_generations": 5,
+                "validation": "label-split",
+                "validation_images": 40,
+            },
         }  # fmt: skip
     )
     data = trainer._load(config)

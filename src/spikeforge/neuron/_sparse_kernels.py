@@ -34,23 +34,28 @@ def _surrogate(x, code, scale):
 
 
 @nb.njit(parallel=True, cache=True)
-def lif_forward_count(current, beta, threshold, bound, spikes_float, counts):
-    """LIF scan per batch item; writes the float spikes and the active-entry count per item.
+def lif_forward_count(current, beta, threshold, bound, spikes_float, counts, row_spikes):
+    """LIF scan per batch item; writes the float spikes, the active-entry count per item and
+    the spike count of every row ``t * B + b`` (for the compressed rows of the output).
 
-    ``current``/``spikes_float``: ``[T, B, N]``; ``counts``: ``[B]`` int64.
+    ``current``/``spikes_float``: ``[T, B, N]``; ``counts``: ``[B]``, ``row_spikes``:
+    ``[T * B]`` int64.
     """
     steps, batch, width = current.shape
     for b in nb.prange(batch):
         v = np.zeros(width, dtype=current.dtype)
         n = 0
         for t in range(steps):
+            fired_here = 0
             for j in range(width):
                 u = beta * v[j] + current[t, b, j]
                 fired = u >= threshold
                 spikes_float[t, b, j] = 1.0 if fired else 0.0
+                fired_here += fired
                 if abs(u - threshold) < bound:
                     n += 1
                 v[j] = 0.0 if fired else u
+            row_spikes[t * batch + b] = fired_here
         counts[b] = n
 
 
@@ -68,34 +73,47 @@ def lif_forward_gather(
     surrogate,
     successor,
     span_start,
+    spike_offsets,
+    spike_columns,
 ):
-    """Second pass of the same scan: write the active entries from ``offsets[b]`` on."""
+    """Second pass of the same scan: write the active entries from ``offsets[b]`` on, and the
+    column of every spike of row ``r = t * B + b`` from ``spike_offsets[r]`` on (the output's
+    compressed rows, which the next layer reads instead of scanning the float spikes)."""
     steps, batch, width = current.shape
     for b in nb.prange(batch):
         v = np.zeros(width, dtype=current.dtype)
         newest = np.full(width, -1, dtype=np.int64)  # the neuron's last entry since its reset
         first = np.zeros(width, dtype=np.int64)  # first step the next entry's span can reach
+        u_row = np.empty(width, dtype=current.dtype)
         e = offsets[b]
         for t in range(steps):
+            k = spike_offsets[t * batch + b]
+            cur = current[t, b]
+            # the scan of the row, branch-free (vectorised); then one rarely taken branch per
+            # neuron for the few that are active or fire
             for j in range(width):
-                u = beta * v[j] + current[t, b, j]
-                fired = u >= threshold
-                x = u - threshold
-                if abs(x) < bound:
-                    step[e] = t
-                    neuron[e] = j
-                    surrogate[e] = _surrogate(x, code, scale)
-                    successor[e] = -1
-                    span_start[e] = first[j]
-                    if newest[j] >= 0:
-                        successor[newest[j]] = e
-                    newest[j] = e
-                    first[j] = t + 1
-                    e += 1
-                if fired:
-                    newest[j] = -1
-                    first[j] = t + 1
-                v[j] = 0.0 if fired else u
+                u = beta * v[j] + cur[j]
+                u_row[j] = u
+                v[j] = 0.0 if u >= threshold else u
+            for j in range(width):
+                x = u_row[j] - threshold
+                if x >= 0.0 or abs(x) < bound:
+                    if abs(x) < bound:
+                        step[e] = t
+                        neuron[e] = j
+                        surrogate[e] = _surrogate(x, code, scale)
+                        successor[e] = -1
+                        span_start[e] = first[j]
+                        if newest[j] >= 0:
+                            successor[newest[j]] = e
+                        newest[j] = e
+                        first[j] = t + 1
+                        e += 1
+                    if x >= 0.0:  # fired: u >= threshold
+                        newest[j] = -1
+                        first[j] = t + 1
+                        spike_columns[k] = j
+                        k += 1
 
 
 @nb.njit(parallel=True, cache=True)

@@ -21,6 +21,9 @@ exactly the dense backward with the surrogate multiplied by ``A`` (the test orac
 :func:`spiking_linear_masked_reference`), and the dense backward when the bound covers every
 neuron (``active_bound = inf``).
 
+The forward's two scans (count, then gather) also write the layer's output spikes as compressed
+rows, which the next sparse layer or the readout reads instead of scanning the float spikes.
+
 What is kept for backward: the active entries (step ``t``, neuron ``j``, sigma', the next
 active entry of the same neuron within its reset segment, and the first step of the entry's span:
 20 bytes each), the input spikes as compressed sparse rows (the column of every one), and the
@@ -93,8 +96,11 @@ class _ActiveEntries:
     layer (or the readout) can send back its gradient at these entries only, as a sparse COO
     tensor whose indices are :meth:`coo_indices` (the Numba backend only)."""
 
-    def __init__(self, step, neuron, entry_offsets, shape):
+    def __init__(self, step, neuron, entry_offsets, shape, spike_rows):
         self.step, self.neuron, self.entry_offsets, self.shape = step, neuron, entry_offsets, shape
+        # the layer's output spikes as compressed rows (offsets [T*B+1], column of every spike),
+        # written by the forward scan: the next layer reads them instead of the float spikes
+        self.spike_rows = spike_rows
         self._indices: torch.Tensor | None = None
 
     def coo_indices(self) -> torch.Tensor:
@@ -182,7 +188,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
         if backend == "numba":
             from spikeforge.neuron import _sparse_kernels as kernels
 
-            offsets_in, columns = _compact_rows(spikes_in)
+            offsets_in, columns = upstream.spike_rows if upstream else _compact_rows(spikes_in)
             if (
                 matmul_dtype == weight.dtype == torch.float32
                 and columns.numel() < _CSR_FORWARD_DENSITY * spikes_in.numel()
@@ -199,9 +205,15 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
                 current = _dense_current(spikes_in, weight, matmul_dtype)
             spikes = torch.empty_like(current)
             counts = torch.empty(batch, dtype=torch.int64)
+            row_spikes = torch.empty(steps * batch, dtype=torch.int64)
             typed = current.numpy().dtype.type
             args = (current.numpy(), typed(beta), typed(threshold), typed(bound))
-            kernels.lif_forward_count(*args, spikes.numpy(), counts.numpy())
+            kernels.lif_forward_count(*args, spikes.numpy(), counts.numpy(), row_spikes.numpy())
+            spike_offsets = torch.zeros(steps * batch + 1, dtype=torch.int64)
+            torch.cumsum(row_spikes, 0, out=spike_offsets[1:])
+            spike_columns = torch.empty(
+                int(spike_offsets[-1]), dtype=torch.int16 if width <= 32767 else torch.int32
+            )
             entry_offsets = torch.zeros(batch + 1, dtype=torch.int64)
             torch.cumsum(counts, 0, out=entry_offsets[1:])
             n = int(entry_offsets[-1])
@@ -220,8 +232,12 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
                 surrogate_at.numpy(),
                 successor.numpy(),
                 span_start.numpy(),
+                spike_offsets.numpy(),
+                spike_columns.numpy(),
             )
-            ctx.own = _ActiveEntries(step, neuron, entry_offsets, (steps, batch, width))
+            ctx.own = _ActiveEntries(
+                step, neuron, entry_offsets, (steps, batch, width), (spike_offsets, spike_columns)
+            )
             ctx.upstream = upstream
             up = (upstream.step, upstream.neuron, upstream.entry_offsets) if upstream else ()
             ctx.save_for_backward(
@@ -439,7 +455,7 @@ class _SparseReadoutFunction(torch.autograd.Function):
         from spikeforge.neuron import _sparse_kernels as kernels
 
         steps, batch, _ = spikes_in.shape
-        offsets, columns = _compact_rows(spikes_in)
+        offsets, columns = upstream.spike_rows
         weight_t = weight.detach().t().contiguous()
         membrane = torch.empty(batch, steps, weight.shape[0], dtype=weight.dtype)
         scores = torch.empty(batch, weight.shape[0], dtype=weight.dtype)
