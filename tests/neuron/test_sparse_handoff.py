@@ -156,3 +156,39 @@ def test_forward_scan_writes_the_output_spikes_as_compressed_rows():
     assert int(offsets[-1]) == int(h1.sum()) > 0
     torch.testing.assert_close(offsets, expected_offsets)
     torch.testing.assert_close(columns.long(), expected_columns.long())
+
+
+@pytest.mark.parametrize("only_counts", [False, True])
+def test_spike_counts_gradient_reaches_the_entries_without_a_dense_gradient(only_counts):
+    """A rate regulariser reads the layer's own spike counts: its gradient enters the sparse
+    backward as [B, N] at the active entries. Same gradients as the torch backend, which
+    broadcasts it over time, and as the masked oracle with counts taken by summing."""
+    from spikeforge.neuron.sparse import spike_counts
+
+    x, w1, w2, readout = _weights(5)
+    w1 = (w1.detach() * 2.0).requires_grad_()
+    grads = {}
+    for backend in ("numba", "torch", "oracle"):
+        if backend == "oracle":
+            h1 = spiking_linear_masked_reference(x, w1, 0.9, 1.0, "inverse-square", None, 0.3)
+            h2 = spiking_linear_masked_reference(h1, w2, 0.9, 1.0, "inverse-square", None, 0.3)
+            counts = [h1.sum(0), h2.sum(0)]
+            scores = _leaky_readout(h2, readout, 0.8, "max")
+        else:
+            h1 = sparse_spiking_linear(x, w1, 0.9, 1.0, "inverse-square", None, 0.3, backend)
+            h2 = sparse_spiking_linear(h1, w2, 0.9, 1.0, "inverse-square", None, 0.3, backend)
+            counts = [spike_counts(h1), spike_counts(h2)]
+            if backend == "numba":
+                assert counts[0] is not None and not hasattr(counts[0], "_spikeforge_spike_counts")
+                torch.testing.assert_close(counts[0], h1.detach().sum(0))
+                scores = sparse_readout(h2, readout, 0.8, "max")
+            else:
+                scores = _leaky_readout(h2, readout, 0.8, "max")
+        loss = sum(((c - 1.5) ** 2).mean() for c in counts)
+        if not only_counts:
+            loss = loss + scores.square().sum()
+        grads[backend] = torch.autograd.grad(loss, [w1, w2], allow_unused=True)
+    for a, b, c in zip(grads["numba"], grads["torch"], grads["oracle"], strict=True):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-6)

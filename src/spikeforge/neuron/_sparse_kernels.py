@@ -34,16 +34,20 @@ def _surrogate(x, code, scale):
 
 
 @nb.njit(parallel=True, cache=True)
-def lif_forward_count(current, beta, threshold, bound, spikes_float, counts, row_spikes):
-    """LIF scan per batch item; writes the float spikes, the active-entry count per item and
-    the spike count of every row ``t * B + b`` (for the compressed rows of the output).
+def lif_forward_count(
+    current, beta, threshold, bound, spikes_float, counts, row_spikes, spike_counts
+):
+    """LIF scan per batch item; writes the float spikes, the active-entry count per item, the
+    spike count of every row ``t * B + b`` (for the compressed rows of the output) and of every
+    neuron over time, ``spike_counts[b, j] = sum_t s[t, b, j]``.
 
     ``current``/``spikes_float``: ``[T, B, N]``; ``counts``: ``[B]``, ``row_spikes``:
-    ``[T * B]`` int64.
+    ``[T * B]`` int64; ``spike_counts``: ``[B, N]``, zero-filled.
     """
     steps, batch, width = current.shape
     for b in nb.prange(batch):
         v = np.zeros(width, dtype=current.dtype)
+        per_neuron = spike_counts[b]
         n = 0
         for t in range(steps):
             fired_here = 0
@@ -51,6 +55,7 @@ def lif_forward_count(current, beta, threshold, bound, spikes_float, counts, row
                 u = beta * v[j] + current[t, b, j]
                 fired = u >= threshold
                 spikes_float[t, b, j] = 1.0 if fired else 0.0
+                per_neuron[j] += 1.0 if fired else 0.0
                 fired_here += fired
                 if abs(u - threshold) < bound:
                     n += 1
@@ -191,9 +196,11 @@ def sparse_backward(
     row_buffers,
     value_buffers,
     neuron_buffers,
+    grad_counts,
     want_weight,
     want_input,
     want_upstream,
+    with_counts,
 ):
     """Gradients from the active entries alone.
 
@@ -216,7 +223,9 @@ def sparse_backward(
     divided by the vector width, so the cost follows the input spikes, the upstream entries and
     the spans.
     ``grad_spikes``: ``[T*B, N]``, or, when ``per_entry``, ``grad_given[e]`` holds ``g`` at each
-    entry (the downstream layer sent its gradient only there). ``beta_powers[k] = beta^k``.
+    entry (the downstream layer sent its gradient only there); with ``with_counts``,
+    ``grad_counts[b, j]``, the gradient of the spike counts ``sum_t s[t, b, j]`` (a spike-rate
+    regulariser's), is added to ``g`` at every entry of ``(b, j)``. ``beta_powers[k] = beta^k``.
     """
     batch = entry_offsets.shape[0] - 1
     steps = beta_powers.shape[0] - 1
@@ -230,6 +239,8 @@ def sparse_backward(
         for e in range(last - 1, first - 1, -1):
             j = neuron[e]
             g = grad_given[e] if per_entry else grad_spikes[step[e] * batch + b, j]
+            if with_counts:
+                g += grad_counts[b, j]
             d = g * surrogate[e]
             s = successor[e]
             if s >= 0:

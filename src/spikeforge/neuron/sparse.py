@@ -58,6 +58,7 @@ from spikeforge.neuron.surrogates import get_surrogate
 __all__ = [
     "active_set",
     "carries_active_entries",
+    "spike_counts",
     "sparse_readout",
     "sparse_spiking_linear",
     "spiking_linear_masked_reference",
@@ -208,7 +209,10 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             row_spikes = torch.empty(steps * batch, dtype=torch.int64)
             typed = current.numpy().dtype.type
             args = (current.numpy(), typed(beta), typed(threshold), typed(bound))
-            kernels.lif_forward_count(*args, spikes.numpy(), counts.numpy(), row_spikes.numpy())
+            spike_counts = torch.zeros(batch, width, dtype=current.dtype)
+            kernels.lif_forward_count(
+                *args, spikes.numpy(), counts.numpy(), row_spikes.numpy(), spike_counts.numpy()
+            )
             spike_offsets = torch.zeros(steps * batch + 1, dtype=torch.int64)
             torch.cumsum(row_spikes, 0, out=spike_offsets[1:])
             spike_columns = torch.empty(
@@ -255,6 +259,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
         else:
             current = _dense_current(spikes_in, weight, matmul_dtype)
             spikes, membrane = lif_scan(current, beta, threshold)
+            spike_counts = spikes.sum(0)
             active = active_set(membrane, threshold, bound)
             n = int(active.sum())
             masked_surrogate = surrogate.derivative(membrane - threshold, scale) * active
@@ -269,21 +274,28 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             stats["active_entries"] = n
         if backend == "numba":
             stats["_entries"] = ctx.own  # the next layer sends its gradient back at these
-        return spikes
+        # unused outputs get None gradients (the spike counts are read only by regularisers)
+        ctx.set_materialize_grads(False)
+        return spikes, spike_counts
 
     @staticmethod
-    def backward(ctx, grad_spikes):
+    def backward(ctx, grad_spikes, grad_counts):
         beta, backend, steps, batch, width = ctx.params
         want_weight = ctx.needs_input_grad[1]
         want_input = ctx.needs_input_grad[0] and ctx.input_is_float
         if backend == "numba":
             grad_weight, grad_input = _numba_backward(
-                ctx, grad_spikes, beta, want_weight, want_input
+                ctx, grad_spikes, grad_counts, beta, want_weight, want_input
             )
         else:
             inputs_u8, weight, spikes_u8, masked_surrogate = ctx.saved_tensors
+            grad = torch.zeros_like(masked_surrogate)
+            if grad_spikes is not None:
+                grad = _dense(grad_spikes)
+            if grad_counts is not None:  # d(sum_t s[t])/ds[t] = 1 at every step
+                grad = grad + grad_counts.to(grad.dtype)
             grad_weight, grad_input = dense_bptt_grads(
-                _dense(grad_spikes),
+                grad,
                 inputs_u8,
                 weight,
                 spikes_u8,
@@ -303,7 +315,7 @@ def _dense(grad: torch.Tensor) -> torch.Tensor:
     return grad.to_dense() if grad.is_sparse else grad
 
 
-def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
+def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input):
     import numba
 
     from spikeforge.neuron import _sparse_kernels as kernels
@@ -314,8 +326,17 @@ def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
     steps, batch, width = ctx.own.shape
     rows = steps * batch
     out_width, in_width = weight.shape
-    given = ctx.own.values_of(grad_spikes)
+    if grad_spikes is None:  # only the spike counts were used
+        given = torch.zeros(step.shape[0], dtype=weight.dtype)
+    else:
+        given = ctx.own.values_of(grad_spikes)
     per_entry = given is not None
+    with_counts = grad_counts is not None
+    grad_counts = (
+        grad_counts.to(weight.dtype).contiguous()
+        if with_counts
+        else torch.zeros(1, 1, dtype=weight.dtype)
+    )
     if per_entry:
         grad_rows = torch.zeros(1, 1, dtype=weight.dtype)
         given = given.to(weight.dtype).contiguous()
@@ -370,9 +391,11 @@ def _numba_backward(ctx, grad_spikes, beta, want_weight, want_input):
         row_buffers.numpy(),
         value_buffers.numpy(),
         neuron_buffers.numpy(),
+        grad_counts.numpy(),
         want_weight,
         dense_input,
         sparse_input,
+        with_counts,
     )
     grad_weight = None
     if want_weight:
@@ -428,7 +451,7 @@ def sparse_spiking_linear(
     if handle is not None:
         setattr(spikes_in, _HANDLE, handle)
     stats = {} if stats is None else stats
-    spikes = _SparseSpikingLinearFunction.apply(
+    spikes, counts = _SparseSpikingLinearFunction.apply(
         spikes_in,
         weight,
         float(beta),
@@ -442,7 +465,23 @@ def sparse_spiking_linear(
     )
     if "_entries" in stats:
         setattr(spikes, _HANDLE, stats.pop("_entries"))
+    setattr(spikes, _COUNTS, counts)
     return spikes
+
+
+_COUNTS = "_spikeforge_spike_counts"
+
+
+def spike_counts(spikes: torch.Tensor) -> torch.Tensor:
+    """``c[b, j] = sum_t s[t, b, j]`` of time-major spikes ``[T, B, N]``, in the graph.
+
+    For the output of a sparse-backward layer these are the counts its forward scan already
+    made, a second output of the layer: their gradient (a spike-rate regulariser's) reaches the
+    sparse backward as ``[B, N]`` and is added at the active entries, instead of being broadcast
+    over time into a dense ``[T, B, N]`` gradient. Otherwise ``spikes.sum(0)``.
+    """
+    counts = getattr(spikes, _COUNTS, None)
+    return spikes.sum(0) if counts is None else counts
 
 
 class _SparseReadoutFunction(torch.autograd.Function):

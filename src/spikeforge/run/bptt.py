@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from spikeforge.data import latency_encode, poisson_encode
 from spikeforge.data.vision import load_vision
+from spikeforge.neuron.sparse import spike_counts
 from spikeforge.nn import SpikingMLP
 from spikeforge.run.checkpoint import (
     atomic_write_text,
@@ -109,7 +110,7 @@ def rate_regularizer(hidden: list[torch.Tensor], config: RunConfig) -> torch.Ten
         return None
     total = hidden[0].new_zeros(())
     for spikes in hidden:
-        counts = spikes.sum(0)  # [B, N]
+        counts = spike_counts(spikes)  # [B, N]: sum over time (a sparse layer's own counts)
         if t.rate_lower_strength:
             low = F.relu(t.rate_lower_bound - counts.mean(0))
             total = total + t.rate_lower_strength * (low**2).mean()
