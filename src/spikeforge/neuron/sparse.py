@@ -57,7 +57,7 @@ from spikeforge.neuron.surrogates import get_surrogate
 
 __all__ = [
     "active_set",
-    "carries_active_entries",
+    "reads_out_sparsely",
     "spike_counts",
     "sparse_readout",
     "sparse_spiking_linear",
@@ -132,6 +132,11 @@ class _ActiveEntries:
 _HANDLE = "_spikeforge_active_entries"
 
 
+def _column_dtype(width: int) -> torch.dtype:
+    """The integer type of the column indices of compressed spike rows ``width`` wide."""
+    return torch.int16 if width <= 32767 else torch.int32
+
+
 def _compact_rows(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """0/1 rows ``[R, I]`` -> (offsets ``[R+1]`` int64, column of every one); errors if not 0/1."""
     from spikeforge.neuron import _sparse_kernels as kernels
@@ -157,8 +162,7 @@ def _compact_rows(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         )
     offsets = torch.zeros(flat.shape[0] + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=offsets[1:])
-    index_dtype = torch.int16 if flat.shape[1] <= 32767 else torch.int32
-    columns = torch.empty(int(offsets[-1]), dtype=index_dtype)
+    columns = torch.empty(int(offsets[-1]), dtype=_column_dtype(flat.shape[1]))
     if words is not None:
         kernels.gather_spike_words(words, offsets.numpy(), columns.numpy())
     else:
@@ -215,9 +219,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             )
             spike_offsets = torch.zeros(steps * batch + 1, dtype=torch.int64)
             torch.cumsum(row_spikes, 0, out=spike_offsets[1:])
-            spike_columns = torch.empty(
-                int(spike_offsets[-1]), dtype=torch.int16 if width <= 32767 else torch.int32
-            )
+            spike_columns = torch.empty(int(spike_offsets[-1]), dtype=_column_dtype(width))
             entry_offsets = torch.zeros(batch + 1, dtype=torch.int64)
             torch.cumsum(counts, 0, out=entry_offsets[1:])
             n = int(entry_offsets[-1])
@@ -553,17 +555,22 @@ class _SparseReadoutFunction(torch.autograd.Function):
         return grad_input, grad_weight, None, None, None
 
 
-def carries_active_entries(spikes: torch.Tensor) -> bool:
-    """Whether ``spikes`` come from a sparse-backward layer on the Numba backend, whose
-    consumer can send its gradient back at that layer's active entries only."""
-    return getattr(spikes, _HANDLE, None) is not None
+def reads_out_sparsely(spikes: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`sparse_readout` applies: ``spikes`` come from a sparse-backward layer on
+    the Numba backend (its consumer can send the gradient back at that layer's active entries
+    only) and ``weight`` is a float32 CPU tensor."""
+    return (
+        getattr(spikes, _HANDLE, None) is not None
+        and weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+    )
 
 
 def sparse_readout(spikes_in: torch.Tensor, weight: torch.Tensor, beta: float, mode: str):
     """Class scores ``[B, O]`` of a non-spiking leaky readout ``v[t] = beta v[t-1] + W b[t]``:
     ``max_t v[t]`` (``mode="max"``, Perez-Nieves & Goodman 2021) or ``(1/T) sum_t v[t]``
     (``"sum"``), for spikes ``b`` ``[T, B, I]`` from a sparse-backward layer on the Numba
-    backend (:func:`carries_active_entries`) and a float32 CPU weight ``[O, I]``.
+    backend and a float32 CPU weight ``[O, I]`` (:func:`reads_out_sparsely`).
 
     The forward and the weight gradient run over the input's ones; the input gradient is
     computed only at the producer's active entries, all its sparse backward reads.
@@ -575,10 +582,10 @@ def sparse_readout(spikes_in: torch.Tensor, weight: torch.Tensor, beta: float, m
         )
     if mode not in ("max", "sum"):
         raise ValueError(f"sparse_readout reads out 'max' or 'sum' over time; got {mode!r}")
-    upstream = getattr(spikes_in, _HANDLE, None)
-    if upstream is None or weight.device.type != "cpu" or weight.dtype != torch.float32:
+    if not reads_out_sparsely(spikes_in, weight):
         raise ValueError(
             "sparse_readout needs spikes from a sparse-backward layer on the numba backend and "
             "a float32 CPU weight; use AccumulatorReadout, which falls back to a dense readout"
         )
+    upstream = getattr(spikes_in, _HANDLE)
     return _SparseReadoutFunction.apply(spikes_in, weight, float(beta), mode, upstream)

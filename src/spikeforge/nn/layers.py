@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from spikeforge.neuron import get_surrogate, lif_scan, spiking_linear
-from spikeforge.neuron.sparse import carries_active_entries, sparse_readout
+from spikeforge.neuron.sparse import reads_out_sparsely, sparse_readout
 
 __all__ = [
     "SpikingLinear",
@@ -166,11 +166,7 @@ class AccumulatorReadout(nn.Module):
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         if self.mode != "last":
-            if (
-                carries_active_entries(spikes)
-                and self.weight.device.type == "cpu"
-                and self.weight.dtype == torch.float32
-            ):
+            if reads_out_sparsely(spikes, self.weight):
                 # fused: forward over the spikes' ones, gradient sent back at the sparse
                 # layer's active entries only
                 return sparse_readout(spikes, self.weight, self.beta, self.mode)

@@ -397,15 +397,14 @@ def _compress_all(
     keeps, seconds, paths = {}, {}, {}
     for metric in ens.metrics:  # load the compiled kernels first: a one-off cost, not a merge's
         compress(np.eye(3), metric, 2, priority=removal_priority(ens.remove, np.zeros(3)))
+    priority = removal_priority(ens.remove, merged.state.theta)  # the same for every metric
     for metric in ens.metrics:
         if 0 < ens.target_neurons < merged.n_neurons:
             started = time.perf_counter()
-            priority = removal_priority(ens.remove, merged.state.theta)
             result = compress(merged.weights, metric, ens.target_neurons, priority=priority)
             select_neurons(merged, result.keep)
             seconds[metric] = time.perf_counter() - started
             keeps[metric] = result.keep
-        priority = removal_priority(ens.remove, merged.state.theta)
         paths[metric] = removal_order(pairwise_distance(merged.weights, metric), None, priority)
     return keeps, seconds, paths
 
