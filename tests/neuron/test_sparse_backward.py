@@ -76,14 +76,15 @@ def test_public_entry_point_and_uint8_input():
     torch.testing.assert_close(gw, gw2)
 
 
-def test_gradient_leaks_through_inactive_steps_and_stops_at_a_reset():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_leaks_through_inactive_steps_and_stops_at_a_reset(backend):
     """Hand computation for one neuron: d[t] = A[t] g[t] s'[t] + beta (1 - s[t]) d[t+1]."""
     beta, k = 0.5, 100.0
     current = torch.tensor([0.9, 0.1, 0.45, 0.2, 0.5, 1.2, 0.3])
     # u = .9, .55, .725, .5625, .78125, 1.590625 (spike, reset), .3
     x = torch.eye(7).unsqueeze(1).requires_grad_()  # input i spikes only at step i
     w = current.view(1, 7).clone().requires_grad_()
-    out = sparse_spiking_linear(x, w, beta, 1.0, "inverse-square", k, 0.3, "numba")
+    out = sparse_spiking_linear(x, w, beta, 1.0, "inverse-square", k, 0.3, backend)
     u = torch.tensor([0.9, 0.55, 0.725, 0.5625, 0.78125, 1.590625, 0.3])
     spikes = (u >= 1).float()
     assert out.view(7).tolist() == spikes.tolist()
@@ -105,13 +106,14 @@ def test_gradient_leaks_through_inactive_steps_and_stops_at_a_reset():
     torch.testing.assert_close(gx.view(7, 7).diagonal(), expected * current)
 
 
-def test_a_spike_cuts_the_leak_of_a_later_active_entry():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_spike_cuts_the_leak_of_a_later_active_entry(backend):
     """The span of an active entry stops at the neuron's previous spike."""
     beta, k = 0.5, 10.0
     current = torch.tensor([0.8, 1.0, 0.2, 0.85])  # u = .8, 1.4 (spike), .2, .95
     x = torch.eye(4).unsqueeze(1).requires_grad_()
     w = current.view(1, 4).clone().requires_grad_()
-    out = sparse_spiking_linear(x, w, beta, 1.0, "inverse-square", k, 0.25, "numba")
+    out = sparse_spiking_linear(x, w, beta, 1.0, "inverse-square", k, 0.25, backend)
     g = torch.ones(4, 1, 1)
     (gw,) = torch.autograd.grad((out * g).sum(), [w])
     u = torch.tensor([0.8, 1.4, 0.2, 0.95])
@@ -128,10 +130,11 @@ def test_active_set_of_hand_made_trace():
     assert mask.tolist() == [False, True, False, True, False, True, False, True]
 
 
-def test_active_set_recorded_by_forward_matches_membrane():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_active_set_recorded_by_forward_matches_membrane(backend):
     x, w, _ = _problem(seed=3, steps=30)
     stats: dict = {}
-    sparse_spiking_linear(x, w, 0.9, 1.0, "inverse-square", None, 0.2, "numba", None, stats)
+    sparse_spiking_linear(x, w, 0.9, 1.0, "inverse-square", None, 0.2, backend, None, stats)
     from spikeforge.neuron import lif_scan
 
     current = x.detach() @ w.detach().t()

@@ -34,8 +34,10 @@ spike ``i`` and dots it with ``W[:, i]`` per upstream active entry: contiguous r
 whose number follows the input spikes and the active entries, not ``T * B``. When the input
 comes from another sparse layer, the input gradient is sent back at that layer's active entries
 only (a sparse COO tensor); the accumulator readout (:func:`sparse_readout`) does the same. The
-PyTorch backend (CUDA) runs the dense backward with the masked surrogate: the same numbers, no
-saving.
+PyTorch backend (any device; the CUDA path) does the same work in whole-tensor operations
+(:mod:`spikeforge.neuron.sparse_torch`): entries gathered by one sort, the chain recurrence by
+pointer jumping, the weight and input gradients as sparse-dense products; it keeps the same
+compact quantities for backward and passes dense input gradients between layers.
 """
 
 from __future__ import annotations
@@ -48,10 +50,14 @@ import torch
 from spikeforge.neuron.lif import (
     _as_spike_bytes,
     _check_layer_shapes,
-    dense_bptt_grads,
     lif_scan,
     resolve_backend,
     spiking_linear_reference,
+)
+from spikeforge.neuron.sparse_torch import (
+    ActiveEntries,
+    gather_active_entries,
+    sparse_backward_torch,
 )
 from spikeforge.neuron.surrogates import get_surrogate
 
@@ -262,13 +268,11 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             current = _dense_current(spikes_in, weight, matmul_dtype)
             spikes, membrane = lif_scan(current, beta, threshold)
             spike_counts = spikes.sum(0)
-            active = active_set(membrane, threshold, bound)
-            n = int(active.sum())
-            masked_surrogate = surrogate.derivative(membrane - threshold, scale) * active
+            entries = gather_active_entries(membrane, spikes, threshold, bound, surrogate, scale)
+            del membrane
+            n = entries.step.shape[0]
             inputs_u8 = _as_spike_bytes(spikes_in, "torch")
-            spikes_u8 = spikes.to(torch.uint8)
-            ctx.save_for_backward(inputs_u8, weight, spikes_u8, masked_surrogate)
-            ctx.matmul_dtype = matmul_dtype
+            ctx.save_for_backward(inputs_u8, weight, *entries)
         ctx.params = (beta, backend, steps, batch, width)
         ctx.input_is_float = spikes_in.is_floating_point()
         if stats is not None:
@@ -290,23 +294,16 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
                 ctx, grad_spikes, grad_counts, beta, want_weight, want_input
             )
         else:
-            inputs_u8, weight, spikes_u8, masked_surrogate = ctx.saved_tensors
-            grad = torch.zeros_like(masked_surrogate)
+            inputs_u8, weight, *saved = ctx.saved_tensors
+            entries = ActiveEntries(*saved)
+            at = (entries.step, entries.batch, entries.neuron)
+            grad = torch.zeros_like(entries.surrogate)
             if grad_spikes is not None:
-                grad = _dense(grad_spikes)
+                grad = _dense(grad_spikes)[at].to(grad.dtype)
             if grad_counts is not None:  # d(sum_t s[t])/ds[t] = 1 at every step
-                grad = grad + grad_counts.to(grad.dtype)
-            grad_weight, grad_input = dense_bptt_grads(
-                grad,
-                inputs_u8,
-                weight,
-                spikes_u8,
-                masked_surrogate,
-                beta,
-                "torch",
-                ctx.matmul_dtype,
-                want_weight,
-                want_input,
+                grad = grad + grad_counts[at[1:]].to(grad.dtype)
+            grad_weight, grad_input = sparse_backward_torch(
+                grad, entries, inputs_u8, weight, beta, want_weight, want_input
             )
         if grad_input is not None and not grad_input.is_sparse:
             grad_input = grad_input.view(steps, batch, -1)
