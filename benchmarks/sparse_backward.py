@@ -25,8 +25,9 @@ neither backward pays page faults on fresh pages for its large tensors: on this 
 they made repeats of the same backward differ by half (``--fresh-pages`` turns this off).
 
 Run: ``flock /tmp/spikeforge-timing.lock .venv/bin/python benchmarks/sparse_backward.py``
-(``--device cuda`` on a GPU; there the sparse backward is the dense one with a masked
-surrogate). Prints one JSON object (see /work/shared/BENCHMARKS.md).
+(``--device cuda`` on a GPU, where both models run the PyTorch path; ``--backend torch`` runs
+that path on the CPU: its memory is the GPU's, its times are not). Prints one JSON object (see
+/work/shared/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def _measure(models, spikes, labels, device, repeats):
 def _bound_scaling(args, spikes, labels, device, repeats) -> list[dict]:
     """At 200 hidden, the sparse backward for several active bounds: its time and memory
     should fall with the active fraction (same weights; the dense backward for reference)."""
-    overrides = ["model.layers=[784,200,200,10]", "model.backend=auto"]
+    overrides = ["model.layers=[784,200,200,10]", f"model.backend={args.backend}"]
     models = {}
     for bound in BOUNDS:
         config = load_config(
@@ -183,6 +184,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--config", type=Path, default=CONFIG, help="the model's settings")
     parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "numba", "torch"],
+        help="auto: Numba on the CPU, PyTorch on CUDA; torch on the CPU times the CUDA path's code",
+    )
+    parser.add_argument(
         "--fresh-pages",
         action="store_true",
         help="leave glibc's malloc as it is (fresh pages, and page faults, for large tensors)",
@@ -201,7 +208,7 @@ def main() -> None:
     sizes: dict = {}
     ratios: dict = {}
     for hidden in HIDDEN:
-        overrides = [f"model.layers=[784,{hidden},{hidden},10]", "model.backend=auto"]
+        overrides = [f"model.layers=[784,{hidden},{hidden},10]", f"model.backend={args.backend}"]
         models = {}
         for backward in ("dense", "sparse"):
             config = load_config(args.config, [*overrides, f"model.backward={backward}"])
@@ -254,6 +261,7 @@ def main() -> None:
             "batch": args.batch,
             "steps": 100,
             "config": args.config.name,
+            "backend": args.backend,
             "peer": "spikeforge dense backward (same forward, same weights)",
             "allocator": allocator,
             "ratios": ratios,

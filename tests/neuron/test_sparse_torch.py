@@ -93,12 +93,13 @@ def _saved_bytes(fn):
     return sum(sizes.values())
 
 
-@pytest.mark.parametrize("bound", [0.05, 0.2])
-def test_torch_path_keeps_no_dense_membrane_for_backward(bound):
-    """The torch path saves the entries, the input bytes and the weight: less than the dense
-    backward's float surrogate of every (t, b, j), and less still at a narrower bound."""
+@pytest.mark.parametrize("bound,density", [(0.05, 0.2), (0.2, 0.2), (0.2, 0.04)])
+def test_torch_path_keeps_no_dense_membrane_for_backward(bound, density):
+    """The torch path saves the entries, the input (its bytes, or the coordinates of its spikes
+    when sparser) and the weight: less than the dense backward's float surrogate of every
+    (t, b, j), and less still at a narrower bound."""
     gen = torch.Generator().manual_seed(6)
-    x = (torch.rand(50, 16, 30, generator=gen) < 0.2).to(torch.uint8)
+    x = (torch.rand(50, 16, 30, generator=gen) < density).to(torch.uint8)
     w = (torch.randn(40, 30, generator=gen) * 0.5).requires_grad_()
     dense = _saved_bytes(lambda: spiking_linear(x, w, 0.9, 1.0, backend="torch"))
     sparse = _saved_bytes(
@@ -110,3 +111,5 @@ def test_torch_path_keeps_no_dense_membrane_for_backward(bound):
         lambda: sparse_spiking_linear(x, w, 0.9, 1.0, "inverse-square", None, bound / 4, "torch")
     )
     assert narrow < sparse
+    if density < 0.1:  # coordinates (8 bytes a spike) instead of 50 * 16 * 30 bytes
+        assert sparse < dense - floats // 2 - 50 * 16 * 30 // 2

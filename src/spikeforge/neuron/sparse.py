@@ -36,8 +36,8 @@ comes from another sparse layer, the input gradient is sent back at that layer's
 only (a sparse COO tensor); the accumulator readout (:func:`sparse_readout`) does the same. The
 PyTorch backend (any device; the CUDA path) does the same work in whole-tensor operations
 (:mod:`spikeforge.neuron.sparse_torch`): entries gathered by one sort, the chain recurrence by
-pointer jumping, the weight and input gradients as sparse-dense products; it keeps the same
-compact quantities for backward and passes dense input gradients between layers.
+pointer jumping, the weight and input gradients as sparse-dense products; it keeps the entries
+and the input spikes' coordinates for backward and passes dense input gradients between layers.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from spikeforge.neuron.lif import (
 )
 from spikeforge.neuron.sparse_torch import (
     ActiveEntries,
+    compact_input,
     gather_active_entries,
     sparse_backward_torch,
 )
@@ -271,9 +272,10 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             entries = gather_active_entries(membrane, spikes, threshold, bound, surrogate, scale)
             del membrane
             n = entries.step.shape[0]
-            inputs_u8 = _as_spike_bytes(spikes_in, "torch")
-            ctx.save_for_backward(inputs_u8, weight, *entries)
+            kept_input = compact_input(_as_spike_bytes(spikes_in, "torch"))
+            ctx.save_for_backward(kept_input, weight, *entries)
         ctx.params = (beta, backend, steps, batch, width)
+        ctx.input_shape = tuple(spikes_in.shape)
         ctx.input_is_float = spikes_in.is_floating_point()
         if stats is not None:
             stats["active_fraction"] = n / max(current.numel(), 1)
@@ -294,7 +296,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
                 ctx, grad_spikes, grad_counts, beta, want_weight, want_input
             )
         else:
-            inputs_u8, weight, *saved = ctx.saved_tensors
+            kept_input, weight, *saved = ctx.saved_tensors
             entries = ActiveEntries(*saved)
             at = (entries.step, entries.batch, entries.neuron)
             grad = torch.zeros_like(entries.surrogate)
@@ -303,7 +305,14 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             if grad_counts is not None:  # d(sum_t s[t])/ds[t] = 1 at every step
                 grad = grad + grad_counts[at[1:]].to(grad.dtype)
             grad_weight, grad_input = sparse_backward_torch(
-                grad, entries, inputs_u8, weight, beta, want_weight, want_input
+                grad,
+                entries,
+                kept_input,
+                ctx.input_shape,
+                weight,
+                beta,
+                want_weight,
+                want_input,
             )
         if grad_input is not None and not grad_input.is_sparse:
             grad_input = grad_input.view(steps, batch, -1)
