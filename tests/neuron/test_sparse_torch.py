@@ -113,3 +113,19 @@ def test_torch_path_keeps_no_dense_membrane_for_backward(bound, density):
     assert narrow < sparse
     if density < 0.1:  # coordinates (8 bytes a spike) instead of 50 * 16 * 30 bytes
         assert sparse < dense - floats // 2 - 50 * 16 * 30 // 2
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_no_active_entry_and_no_input_spike_give_zero_gradients(backend):
+    """Edge cases of the entry lists: nothing near threshold, then an all-silent input."""
+    gen = torch.Generator().manual_seed(8)
+    x = (torch.rand(12, 3, 10, generator=gen) < 0.3).float().requires_grad_()
+    w = (torch.randn(6, 10, generator=gen) * 0.01).requires_grad_()  # far below threshold
+    out = sparse_spiking_linear(x, w, 0.9, 1.0, "inverse-square", None, 0.05, backend)
+    grad_x, grad_w = torch.autograd.grad(out.sum() + 0.0 * w.sum(), [x, w])
+    assert out.sum() == 0 and grad_x.abs().sum() == 0 and grad_w.abs().sum() == 0
+    silent = torch.zeros(12, 3, 10, requires_grad=True)
+    w2 = torch.full((6, 10), 0.5, requires_grad=True)
+    out = sparse_spiking_linear(silent, w2, 0.9, 1.0, "inverse-square", None, 0.5, backend)
+    (grad_w,) = torch.autograd.grad(out.sum() + 0.0 * w2.sum(), [w2])
+    assert out.sum() == 0 and grad_w.abs().sum() == 0
