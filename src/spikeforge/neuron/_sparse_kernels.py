@@ -33,26 +33,62 @@ def _surrogate(x, code, scale):
     return math.exp(-a)
 
 
+@nb.njit(inline="always")
+def _current_row(t, b, batch, from_rows, current, offsets_in, columns_in, weight_t, out):
+    """The synaptic current of row ``r = t * B + b`` into ``out``: ``current[t, b]``, or, with
+    ``from_rows``, the sum of ``weight_t[i]`` over the input spikes ``i`` of row ``r`` (compressed
+    rows ``offsets_in``/``columns_in``, summed in column order)."""
+    width = out.shape[0]
+    if from_rows:
+        r = t * batch + b
+        for j in range(width):
+            out[j] = 0.0
+        for q in range(offsets_in[r], offsets_in[r + 1]):
+            w = weight_t[columns_in[q]]
+            for j in range(width):
+                out[j] += w[j]
+    else:
+        row = current[t, b]
+        for j in range(width):
+            out[j] = row[j]
+
+
 @nb.njit(parallel=True, cache=True)
 def lif_forward_count(
-    current, beta, threshold, bound, spikes_float, counts, row_spikes, spike_counts
+    current,
+    from_rows,
+    offsets_in,
+    columns_in,
+    weight_t,
+    beta,
+    threshold,
+    bound,
+    spikes_float,
+    counts,
+    row_spikes,
+    spike_counts,
 ):
     """LIF scan per batch item; writes the float spikes, the active-entry count per item, the
     spike count of every row ``t * B + b`` (for the compressed rows of the output) and of every
     neuron over time, ``spike_counts[b, j] = sum_t s[t, b, j]``.
 
-    ``current``/``spikes_float``: ``[T, B, N]``; ``counts``: ``[B]``, ``row_spikes``:
-    ``[T * B]`` int64; ``spike_counts``: ``[B, N]``, zero-filled.
+    The current is ``current`` ``[T, B, N]``, or, with ``from_rows``, made row by row from the
+    input's compressed rows and ``weight_t`` (``W^T``, ``[I, N]``; ``current`` is then unused), so
+    that a sparse input never has its ``[T, B, N]`` current written out.
+    ``spikes_float``: ``[T, B, N]``; ``counts``: ``[B]``, ``row_spikes``: ``[T * B]`` int64;
+    ``spike_counts``: ``[B, N]``, zero-filled.
     """
-    steps, batch, width = current.shape
+    steps, batch, width = spikes_float.shape
     for b in nb.prange(batch):
-        v = np.zeros(width, dtype=current.dtype)
+        v = np.zeros(width, dtype=spikes_float.dtype)
+        cur = np.empty(width, dtype=spikes_float.dtype)
         per_neuron = spike_counts[b]
         n = 0
         for t in range(steps):
+            _current_row(t, b, batch, from_rows, current, offsets_in, columns_in, weight_t, cur)
             fired_here = 0
             for j in range(width):
-                u = beta * v[j] + current[t, b, j]
+                u = beta * v[j] + cur[j]
                 fired = u >= threshold
                 spikes_float[t, b, j] = 1.0 if fired else 0.0
                 per_neuron[j] += 1.0 if fired else 0.0
@@ -67,6 +103,11 @@ def lif_forward_count(
 @nb.njit(parallel=True, cache=True)
 def lif_forward_gather(
     current,
+    from_rows,
+    offsets_in,
+    columns_in,
+    weight_t,
+    shape,
     beta,
     threshold,
     bound,
@@ -83,17 +124,19 @@ def lif_forward_gather(
 ):
     """Second pass of the same scan: write the active entries from ``offsets[b]`` on, and the
     column of every spike of row ``r = t * B + b`` from ``spike_offsets[r]`` on (the output's
-    compressed rows, which the next layer reads instead of scanning the float spikes)."""
-    steps, batch, width = current.shape
+    compressed rows, which the next layer reads instead of scanning the float spikes). The current
+    comes as in :func:`lif_forward_count`; ``shape`` is ``(T, B, N)``."""
+    steps, batch, width = shape
     for b in nb.prange(batch):
-        v = np.zeros(width, dtype=current.dtype)
+        v = np.zeros(width, dtype=surrogate.dtype)
         newest = np.full(width, -1, dtype=np.int64)  # the neuron's last entry since its reset
         first = np.zeros(width, dtype=np.int64)  # first step the next entry's span can reach
-        u_row = np.empty(width, dtype=current.dtype)
+        u_row = np.empty(width, dtype=surrogate.dtype)
+        cur = np.empty(width, dtype=surrogate.dtype)
         e = offsets[b]
         for t in range(steps):
             k = spike_offsets[t * batch + b]
-            cur = current[t, b]
+            _current_row(t, b, batch, from_rows, current, offsets_in, columns_in, weight_t, cur)
             # the scan of the row, branch-free (vectorised); then one rarely taken branch per
             # neuron for the few that are active or fire
             for j in range(width):
@@ -420,21 +463,6 @@ def readout_backward(
                 for o in range(1, width):
                     total += c_t[o] * w_i[o]
                 up_values[u] = total
-
-
-@nb.njit(parallel=True, cache=True)
-def csr_current(offsets, columns, weight_t, current):
-    """``current[r, :] = sum of weight_t[i, :]`` over the input spikes ``i`` of row ``r``
-    (the synaptic map ``W b`` of sparse binary ``b``; ``weight_t`` is ``W^T``, ``[I, O]``)."""
-    rows = offsets.shape[0] - 1
-    width = weight_t.shape[1]
-    for r in nb.prange(rows):
-        for o in range(width):
-            current[r, o] = 0.0
-        for k in range(offsets[r], offsets[r + 1]):
-            i = columns[k]
-            for o in range(width):
-                current[r, o] += weight_t[i, o]
 
 
 @nb.njit(parallel=True, cache=True)

@@ -201,28 +201,33 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             from spikeforge.neuron import _sparse_kernels as kernels
 
             offsets_in, columns = upstream.spike_rows if upstream else _compact_rows(spikes_in)
-            if (
+            # a sparse input's current is made row by row inside the scans from the input's ones
+            # (never written out as [T, B, N]); a denser one is one matmul
+            from_rows = (
                 matmul_dtype == weight.dtype == torch.float32
                 and columns.numel() < _CSR_FORWARD_DENSITY * spikes_in.numel()
-            ):
-                current = torch.empty(steps, batch, width, dtype=weight.dtype)
+            )
+            if from_rows:
+                current = torch.empty(1, 1, 1, dtype=weight.dtype)
                 weight_t = weight.detach().t().contiguous()
-                kernels.csr_current(
-                    offsets_in.numpy(),
-                    columns.numpy(),
-                    weight_t.numpy(),
-                    current.view(-1, width).numpy(),
-                )
             else:
                 current = _dense_current(spikes_in, weight, matmul_dtype)
-            spikes = torch.empty_like(current)
+                weight_t = torch.empty(1, 1, dtype=weight.dtype)
+            spikes = torch.empty(steps, batch, width, dtype=weight.dtype)
             counts = torch.empty(batch, dtype=torch.int64)
             row_spikes = torch.empty(steps * batch, dtype=torch.int64)
-            typed = current.numpy().dtype.type
-            args = (current.numpy(), typed(beta), typed(threshold), typed(bound))
-            spike_counts = torch.zeros(batch, width, dtype=current.dtype)
+            typed = spikes.numpy().dtype.type
+            source = (current.numpy(), from_rows, offsets_in.numpy(), columns.numpy())
+            source = (*source, weight_t.numpy())
+            args = (typed(beta), typed(threshold), typed(bound))
+            spike_counts = torch.zeros(batch, width, dtype=weight.dtype)
             kernels.lif_forward_count(
-                *args, spikes.numpy(), counts.numpy(), row_spikes.numpy(), spike_counts.numpy()
+                *source,
+                *args,
+                spikes.numpy(),
+                counts.numpy(),
+                row_spikes.numpy(),
+                spike_counts.numpy(),
             )
             spike_offsets = torch.zeros(steps * batch + 1, dtype=torch.int64)
             torch.cumsum(row_spikes, 0, out=spike_offsets[1:])
@@ -236,6 +241,8 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             successor = torch.empty(n, dtype=torch.int32)
             span_start = torch.empty(n, dtype=torch.int32)
             kernels.lif_forward_gather(
+                *source,
+                (steps, batch, width),
                 *args,
                 surrogate.code,
                 typed(scale),
@@ -278,7 +285,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
         ctx.input_shape = tuple(spikes_in.shape)
         ctx.input_is_float = spikes_in.is_floating_point()
         if stats is not None:
-            stats["active_fraction"] = n / max(current.numel(), 1)
+            stats["active_fraction"] = n / max(steps * batch * width, 1)
             stats["active_entries"] = n
         if backend == "numba":
             stats["_entries"] = ctx.own  # the next layer sends its gradient back at these
