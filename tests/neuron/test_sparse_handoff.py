@@ -192,3 +192,61 @@ def test_spike_counts_gradient_reaches_the_entries_without_a_dense_gradient(only
         assert a.abs().sum() > 0
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-6)
+
+
+def test_forward_scan_gives_the_same_entries_with_or_without_a_second_scan(monkeypatch):
+    """The forward writes entries into room reserved per batch item and scans again with exact
+    room when an item outgrows it: both ways give the same spikes, rows, entries and gradients."""
+    import spikeforge.neuron.sparse as sparse
+
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.rand(60, 5, 40, generator=gen) < 0.2).to(torch.uint8)
+    w = (torch.randn(50, 40, generator=gen) * 0.5).requires_grad_()
+    g = torch.randn(60, 5, 50, generator=gen)
+    runs = {}
+    for room in (1.0, 0.0):  # ample room; then 64 entries an item, which these outgrow
+        monkeypatch.setattr(sparse, "_SCAN_ROOM", room)
+        stats: dict = {}
+        out = sparse_spiking_linear(
+            x, w, 0.9, 1.0, "inverse-square", None, 0.5, "numba", None, stats
+        )
+        handle = getattr(out, sparse._HANDLE)
+        (grad,) = torch.autograd.grad((out * g).sum(), [w])
+        runs[room] = (out, handle, grad, stats["active_entries"])
+    (out_a, h_a, grad_a, n_a), (out_b, h_b, grad_b, n_b) = runs[1.0], runs[0.0]
+    assert n_a == n_b and int(h_a.entry_offsets.diff().max()) > 64  # a second scan was needed
+    assert torch.equal(out_a, out_b) and torch.equal(grad_a, grad_b)
+    first = (h_a.step, h_a.neuron, h_a.entry_offsets, *h_a.spike_rows)
+    second = (h_b.step, h_b.neuron, h_b.entry_offsets, *h_b.spike_rows)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+    masked = spiking_linear_masked_reference(x, w, 0.9, 1.0, "inverse-square", None, 0.5)
+    (grad_ref,) = torch.autograd.grad((masked * g).sum(), [w])
+    torch.testing.assert_close(grad_a, grad_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_layer_room_hint_follows_activity_and_changes_no_result():
+    """SpikingLinear remembers room for its fullest batch item's entries; a layer with the hint
+    and a fresh one give the same spikes and gradients."""
+    from spikeforge.nn import SpikingLinear
+
+    gen = torch.Generator().manual_seed(9)
+    x = (torch.rand(50, 4, 30, generator=gen) < 0.1).to(torch.uint8)
+    layer = SpikingLinear(
+        30, 40, 0.9, 1.0, "inverse-square", None, "numba", backward="sparse", active_bound=0.5
+    )
+    with torch.no_grad():
+        layer.weight.mul_(4.0)
+    assert layer._scan_room is None
+    first = layer(x)
+    room = layer._scan_room
+    assert room is not None and 0 < room <= 1
+    fresh = SpikingLinear(
+        30, 40, 0.9, 1.0, "inverse-square", None, "numba", backward="sparse", active_bound=0.5
+    )
+    fresh.load_state_dict(layer.state_dict())
+    again, other = layer(x), fresh(x)
+    assert torch.equal(first, again) and torch.equal(again, other)
+    (g1,) = torch.autograd.grad(again.sum(), [layer.weight])
+    (g2,) = torch.autograd.grad(other.sum(), [fresh.weight])
+    assert torch.equal(g1, g2) and g1.abs().sum() > 0

@@ -54,114 +54,128 @@ def _current_row(t, b, batch, from_rows, current, offsets_in, columns_in, weight
 
 
 @nb.njit(parallel=True, cache=True)
-def lif_forward_count(
+def lif_forward_scan(
     current,
     from_rows,
     offsets_in,
     columns_in,
     weight_t,
-    beta,
-    threshold,
-    bound,
-    spikes_float,
-    counts,
-    row_spikes,
-    spike_counts,
-):
-    """LIF scan per batch item; writes the float spikes, the active-entry count per item, the
-    spike count of every row ``t * B + b`` (for the compressed rows of the output) and of every
-    neuron over time, ``spike_counts[b, j] = sum_t s[t, b, j]``.
-
-    The current is ``current`` ``[T, B, N]``, or, with ``from_rows``, made row by row from the
-    input's compressed rows and ``weight_t`` (``W^T``, ``[I, N]``; ``current`` is then unused), so
-    that a sparse input never has its ``[T, B, N]`` current written out.
-    ``spikes_float``: ``[T, B, N]``; ``counts``: ``[B]``, ``row_spikes``: ``[T * B]`` int64;
-    ``spike_counts``: ``[B, N]``, zero-filled.
-    """
-    steps, batch, width = spikes_float.shape
-    for b in nb.prange(batch):
-        v = np.zeros(width, dtype=spikes_float.dtype)
-        cur = np.empty(width, dtype=spikes_float.dtype)
-        per_neuron = spike_counts[b]
-        n = 0
-        for t in range(steps):
-            _current_row(t, b, batch, from_rows, current, offsets_in, columns_in, weight_t, cur)
-            fired_here = 0
-            for j in range(width):
-                u = beta * v[j] + cur[j]
-                fired = u >= threshold
-                spikes_float[t, b, j] = 1.0 if fired else 0.0
-                per_neuron[j] += 1.0 if fired else 0.0
-                fired_here += fired
-                if abs(u - threshold) < bound:
-                    n += 1
-                v[j] = 0.0 if fired else u
-            row_spikes[t * batch + b] = fired_here
-        counts[b] = n
-
-
-@nb.njit(parallel=True, cache=True)
-def lif_forward_gather(
-    current,
-    from_rows,
-    offsets_in,
-    columns_in,
-    weight_t,
-    shape,
     beta,
     threshold,
     bound,
     code,
     scale,
-    offsets,
+    spikes_float,
+    spike_counts,
+    row_spikes,
+    entry_counts,
+    entry_base,
+    entry_limit,
     step,
     neuron,
     surrogate,
     successor,
     span_start,
-    spike_offsets,
-    spike_columns,
+    spike_base,
+    spike_limit,
+    spike_slots,
 ):
-    """Second pass of the same scan: write the active entries from ``offsets[b]`` on, and the
-    column of every spike of row ``r = t * B + b`` from ``spike_offsets[r]`` on (the output's
-    compressed rows, which the next layer reads instead of scanning the float spikes). The current
-    comes as in :func:`lif_forward_count`; ``shape`` is ``(T, B, N)``."""
-    steps, batch, width = shape
+    """The LIF scan of each batch item, in one pass: the float spikes, the spike count of every
+    row ``t * B + b`` (``row_spikes``) and of every neuron over time (``spike_counts[b, j] =
+    sum_t s[t, b, j]``, zero-filled), the number of active entries (``entry_counts[b]``), and the
+    entries themselves and the spikes' columns, written batch item by batch item.
+
+    Item ``b``'s entries go to ``entry_base[b]`` on, at most ``entry_limit[b]`` of them (counting
+    goes on past the limit: the caller sees the overflow and scans again with exact room); its
+    spikes' columns go to ``spike_base[b]`` on in time order, at most ``spike_limit[b]``. An entry's
+    successor is an index in the same layout.
+
+    The current is ``current`` ``[T, B, N]``, or, with ``from_rows``, made row by row from the
+    input's compressed rows and ``weight_t`` (``W^T``, ``[I, N]``; ``current`` is then unused), so
+    that a sparse input never has its ``[T, B, N]`` current written out.
+    """
+    steps, batch, width = spikes_float.shape
     for b in nb.prange(batch):
-        v = np.zeros(width, dtype=surrogate.dtype)
+        v = np.zeros(width, dtype=spikes_float.dtype)
         newest = np.full(width, -1, dtype=np.int64)  # the neuron's last entry since its reset
         first = np.zeros(width, dtype=np.int64)  # first step the next entry's span can reach
-        u_row = np.empty(width, dtype=surrogate.dtype)
-        cur = np.empty(width, dtype=surrogate.dtype)
-        e = offsets[b]
+        u_row = np.empty(width, dtype=spikes_float.dtype)
+        cur = np.empty(width, dtype=spikes_float.dtype)
+        per_neuron = spike_counts[b]
+        n_entries = 0
+        n_spikes = 0
         for t in range(steps):
-            k = spike_offsets[t * batch + b]
             _current_row(t, b, batch, from_rows, current, offsets_in, columns_in, weight_t, cur)
             # the scan of the row, branch-free (vectorised); then one rarely taken branch per
             # neuron for the few that are active or fire
+            fired_here = 0
             for j in range(width):
                 u = beta * v[j] + cur[j]
                 u_row[j] = u
-                v[j] = 0.0 if u >= threshold else u
+                fired = u >= threshold
+                spikes_float[t, b, j] = 1.0 if fired else 0.0
+                per_neuron[j] += 1.0 if fired else 0.0
+                fired_here += fired
+                v[j] = 0.0 if fired else u
+            row_spikes[t * batch + b] = fired_here
             for j in range(width):
                 x = u_row[j] - threshold
                 if x >= 0.0 or abs(x) < bound:
                     if abs(x) < bound:
-                        step[e] = t
-                        neuron[e] = j
-                        surrogate[e] = _surrogate(x, code, scale)
-                        successor[e] = -1
-                        span_start[e] = first[j]
-                        if newest[j] >= 0:
-                            successor[newest[j]] = e
-                        newest[j] = e
+                        if n_entries < entry_limit[b]:
+                            e = entry_base[b] + n_entries
+                            step[e] = t
+                            neuron[e] = j
+                            surrogate[e] = _surrogate(x, code, scale)
+                            successor[e] = -1
+                            span_start[e] = first[j]
+                            if newest[j] >= 0:
+                                successor[newest[j]] = e
+                            newest[j] = e
+                        n_entries += 1
                         first[j] = t + 1
-                        e += 1
                     if x >= 0.0:  # fired: u >= threshold
                         newest[j] = -1
                         first[j] = t + 1
-                        spike_columns[k] = j
-                        k += 1
+                        if n_spikes < spike_limit[b]:
+                            spike_slots[spike_base[b] + n_spikes] = j
+                        n_spikes += 1
+        entry_counts[b] = n_entries
+
+
+@nb.njit(parallel=True, cache=True)
+def move_entries(
+    counts, slot_base, offsets, step, neuron, surrogate, successor, span_start, out_step,
+    out_neuron, out_surrogate, out_successor, out_span_start,
+):  # fmt: skip
+    """Entries written from ``slot_base[b]`` on (:func:`lif_forward_scan`) moved to
+    ``offsets[b]`` on, successors renumbered."""
+    batch = counts.shape[0]
+    for b in nb.prange(batch):
+        for k in range(counts[b]):
+            src, dst = slot_base[b] + k, offsets[b] + k
+            out_step[dst] = step[src]
+            out_neuron[dst] = neuron[src]
+            out_surrogate[dst] = surrogate[src]
+            out_span_start[dst] = span_start[src]
+            s = successor[src]
+            out_successor[dst] = -1 if s < 0 else offsets[b] + (s - slot_base[b])
+
+
+@nb.njit(parallel=True, cache=True)
+def spikes_to_rows(row_spikes, spike_base, spike_slots, spike_offsets, spike_columns):
+    """Spike columns written batch item by batch item in time order (from ``spike_base[b]`` on)
+    to compressed rows ``r = t * B + b`` (``spike_offsets``)."""
+    batch = spike_base.shape[0]
+    steps = row_spikes.shape[0] // batch
+    for b in nb.prange(batch):
+        src = spike_base[b]
+        for t in range(steps):
+            r = t * batch + b
+            dst = spike_offsets[r]
+            for q in range(row_spikes[r]):
+                spike_columns[dst + q] = spike_slots[src + q]
+            src += row_spikes[r]
 
 
 @nb.njit(parallel=True, cache=True)

@@ -21,8 +21,10 @@ exactly the dense backward with the surrogate multiplied by ``A`` (the test orac
 :func:`spiking_linear_masked_reference`), and the dense backward when the bound covers every
 neuron (``active_bound = inf``).
 
-The forward's two scans (count, then gather) also write the layer's output spikes as compressed
-rows, which the next sparse layer or the readout reads instead of scanning the float spikes.
+The forward's scan (one pass, writing the entries and spikes into room reserved per batch item;
+a second pass only for an item that outgrows it) also writes the layer's output spikes as
+compressed rows, which the next sparse layer or the readout reads instead of scanning the float
+spikes.
 
 What is kept for backward: the active entries (step ``t``, neuron ``j``, sigma', the next
 active entry of the same neuron within its reset segment, and the first step of the entry's span:
@@ -144,6 +146,99 @@ def _column_dtype(width: int) -> torch.dtype:
     return torch.int16 if width <= 32767 else torch.int32
 
 
+# Room for each batch item's active entries (and spikes) in the forward's single scan, as a
+# fraction of T * N, unless the caller passes a hint (``stats["scan_room"]``: SpikingLinear passes
+# a little more than its previous batch's fullest item); an item with more is scanned again with
+# exact room. The room changes the speed and transient memory of the forward, never its result.
+_SCAN_ROOM = 0.1
+
+
+def _entry_arrays(n: int, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Empty step, neuron, surrogate, successor and span-start arrays for ``n`` entries."""
+    ints = [torch.empty(n, dtype=torch.int32) for _ in range(4)]
+    return [ints[0], ints[1], torch.empty(n, dtype=dtype), ints[2], ints[3]]
+
+
+def _scan_numba(source, weight_t, shape, constants, room_fraction):
+    """The Numba forward of one layer: ``(spikes, spike counts, entries + entry offsets, spike
+    row offsets, spike columns, fullest item)``, the last as a fraction of ``T * N``. One scan
+    writes the entries and spike columns into ``room_fraction * T * N`` places reserved per batch
+    item, then they are moved into place; if an item outgrows its room, a second scan writes them
+    with exact room (the counts of the first)."""
+    from spikeforge.neuron import _sparse_kernels as kernels
+
+    steps, batch, width = shape
+    dtype = weight_t.dtype
+    typed = weight_t.numpy().dtype.type
+    beta, threshold, bound, code, scale = constants
+    args = (*source, weight_t.numpy(), typed(beta), typed(threshold), typed(bound), code)
+    args = (*args, typed(scale))
+    spikes = torch.empty(steps, batch, width, dtype=dtype)
+    spike_counts = torch.zeros(batch, width, dtype=dtype)
+    row_spikes = torch.empty(steps * batch, dtype=torch.int64)
+    counts = torch.empty(batch, dtype=torch.int64)
+    outputs = (spikes.numpy(), spike_counts.numpy(), row_spikes.numpy(), counts.numpy())
+    room = max(64, math.ceil(room_fraction * steps * width))
+    base = torch.arange(batch, dtype=torch.int64) * room
+    limit = torch.full((batch,), room, dtype=torch.int64)
+    slots = _entry_arrays(batch * room, dtype)
+    spike_slots = torch.empty(batch * room, dtype=_column_dtype(width))
+    kernels.lif_forward_scan(
+        *args,
+        *outputs,
+        base.numpy(),
+        limit.numpy(),
+        *(a.numpy() for a in slots),
+        base.numpy(),
+        limit.numpy(),
+        spike_slots.numpy(),
+    )
+    entry_offsets = torch.zeros(batch + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=entry_offsets[1:])
+    spike_offsets = torch.zeros(steps * batch + 1, dtype=torch.int64)
+    torch.cumsum(row_spikes, 0, out=spike_offsets[1:])
+    item_spikes = row_spikes.view(steps, batch).sum(0)
+    entries = _entry_arrays(int(entry_offsets[-1]), dtype)
+    fullest = max(int(counts.max()), int(item_spikes.max()))
+    if fullest <= room:
+        kernels.move_entries(
+            counts.numpy(),
+            base.numpy(),
+            entry_offsets.numpy(),
+            *(a.numpy() for a in slots),
+            *(a.numpy() for a in entries),
+        )
+    else:  # scan again, with exactly the room each item needs
+        base = torch.zeros(batch, dtype=torch.int64)
+        torch.cumsum(item_spikes[:-1], 0, out=base[1:])
+        spike_slots = torch.empty(int(item_spikes.sum()), dtype=_column_dtype(width))
+        spike_counts.zero_()
+        kernels.lif_forward_scan(
+            *args,
+            *outputs,
+            entry_offsets.numpy(),
+            counts.numpy(),
+            *(a.numpy() for a in entries),
+            base.numpy(),
+            item_spikes.numpy(),
+            spike_slots.numpy(),
+        )
+    spike_columns = torch.empty(int(spike_offsets[-1]), dtype=_column_dtype(width))
+    kernels.spikes_to_rows(
+        row_spikes.numpy(), base.numpy(), spike_slots.numpy(), spike_offsets.numpy(),
+        spike_columns.numpy(),
+    )  # fmt: skip
+    fullest_fraction = fullest / max(steps * width, 1)
+    return (
+        spikes,
+        spike_counts,
+        (*entries, entry_offsets),
+        spike_offsets,
+        spike_columns,
+        fullest_fraction,
+    )
+
+
 def _compact_rows(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """0/1 rows ``[R, I]`` -> (offsets ``[R+1]`` int64, column of every one); errors if not 0/1."""
     from spikeforge.neuron import _sparse_kernels as kernels
@@ -198,8 +293,6 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
         width = weight.shape[0]
         upstream = getattr(spikes_in, _HANDLE, None) if backend == "numba" else None
         if backend == "numba":
-            from spikeforge.neuron import _sparse_kernels as kernels
-
             offsets_in, columns = upstream.spike_rows if upstream else _compact_rows(spikes_in)
             # a sparse input's current is made row by row inside the scans from the input's ones
             # (never written out as [T, B, N]); a denser one is one matmul
@@ -213,48 +306,16 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             else:
                 current = _dense_current(spikes_in, weight, matmul_dtype)
                 weight_t = torch.empty(1, 1, dtype=weight.dtype)
-            spikes = torch.empty(steps, batch, width, dtype=weight.dtype)
-            counts = torch.empty(batch, dtype=torch.int64)
-            row_spikes = torch.empty(steps * batch, dtype=torch.int64)
-            typed = spikes.numpy().dtype.type
-            source = (current.numpy(), from_rows, offsets_in.numpy(), columns.numpy())
-            source = (*source, weight_t.numpy())
-            args = (typed(beta), typed(threshold), typed(bound))
-            spike_counts = torch.zeros(batch, width, dtype=weight.dtype)
-            kernels.lif_forward_count(
-                *source,
-                *args,
-                spikes.numpy(),
-                counts.numpy(),
-                row_spikes.numpy(),
-                spike_counts.numpy(),
-            )
-            spike_offsets = torch.zeros(steps * batch + 1, dtype=torch.int64)
-            torch.cumsum(row_spikes, 0, out=spike_offsets[1:])
-            spike_columns = torch.empty(int(spike_offsets[-1]), dtype=_column_dtype(width))
-            entry_offsets = torch.zeros(batch + 1, dtype=torch.int64)
-            torch.cumsum(counts, 0, out=entry_offsets[1:])
-            n = int(entry_offsets[-1])
-            step = torch.empty(n, dtype=torch.int32)
-            neuron = torch.empty(n, dtype=torch.int32)
-            surrogate_at = torch.empty(n, dtype=weight.dtype)
-            successor = torch.empty(n, dtype=torch.int32)
-            span_start = torch.empty(n, dtype=torch.int32)
-            kernels.lif_forward_gather(
-                *source,
+            spikes, spike_counts, entries, spike_offsets, spike_columns, fullest = _scan_numba(
+                (current.numpy(), from_rows, offsets_in.numpy(), columns.numpy()),
+                weight_t,
                 (steps, batch, width),
-                *args,
-                surrogate.code,
-                typed(scale),
-                entry_offsets.numpy(),
-                step.numpy(),
-                neuron.numpy(),
-                surrogate_at.numpy(),
-                successor.numpy(),
-                span_start.numpy(),
-                spike_offsets.numpy(),
-                spike_columns.numpy(),
+                (beta, threshold, bound, surrogate.code, scale),
+                stats.get("scan_room") or _SCAN_ROOM,
             )
+            stats["scan_fullest"] = fullest
+            step, neuron, surrogate_at, successor, span_start, entry_offsets = entries
+            n = int(entry_offsets[-1])
             ctx.own = _ActiveEntries(
                 step, neuron, entry_offsets, (steps, batch, width), (spike_offsets, spike_columns)
             )
