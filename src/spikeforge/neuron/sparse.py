@@ -57,7 +57,7 @@ from spikeforge.neuron.lif import (
     spiking_linear_reference,
 )
 from spikeforge.neuron.sparse_torch import (
-    ActiveEntries,
+    EntryList,
     compact_input,
     gather_active_entries,
     sparse_backward_torch,
@@ -345,9 +345,8 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
         ctx.params = (beta, backend, steps, batch, width)
         ctx.input_shape = tuple(spikes_in.shape)
         ctx.input_is_float = spikes_in.is_floating_point()
-        if stats is not None:
-            stats["active_fraction"] = n / max(steps * batch * width, 1)
-            stats["active_entries"] = n
+        stats["active_fraction"] = n / max(steps * batch * width, 1)
+        stats["active_entries"] = n
         if backend == "numba":
             stats["_entries"] = ctx.own  # the next layer sends its gradient back at these
         # unused outputs get None gradients (the spike counts are read only by regularisers)
@@ -365,7 +364,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             )
         else:
             kept_input, weight, *saved = ctx.saved_tensors
-            entries = ActiveEntries(*saved)
+            entries = EntryList(*saved)
             at = (entries.step, entries.batch, entries.neuron)
             grad = torch.zeros_like(entries.surrogate)
             if grad_spikes is not None:

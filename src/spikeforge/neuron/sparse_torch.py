@@ -30,7 +30,7 @@ from typing import NamedTuple
 import torch
 
 __all__ = [
-    "ActiveEntries",
+    "EntryList",
     "gather_active_entries",
     "compact_input",
     "solve_chains",
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 
-class ActiveEntries(NamedTuple):
+class EntryList(NamedTuple):
     """Active entries, neuron by neuron (sorted by ``(b * O + j) * T + t``)."""
 
     step: torch.Tensor  # t, int64 [n]
@@ -56,9 +56,9 @@ def gather_active_entries(
     bound: float,
     surrogate,
     scale: float,
-) -> ActiveEntries:
+) -> EntryList:
     """The active set ``|u - threshold| < bound`` of a pre-reset membrane ``u`` ``[T, B, O]``
-    (``spikes``: the layer's 0/1 output) as :class:`ActiveEntries`.
+    (``spikes``: the layer's 0/1 output) as :class:`EntryList`.
 
     The *events* of a neuron are its active entries and its spikes. Listed neuron by neuron in
     time order (one sort of the events), an entry's span starts one after the event before it,
@@ -85,7 +85,7 @@ def gather_active_entries(
     successor[:-1] = torch.where(continues[:-1], entry_index[1:], -1)
     t, b, j = t[is_entry], b[is_entry], j[is_entry]
     sigma = surrogate.derivative(offset[t, b, j], scale)
-    return ActiveEntries(t, b, j, sigma, successor[is_entry], previous[is_entry] + 1)
+    return EntryList(t, b, j, sigma, successor[is_entry], previous[is_entry] + 1)
 
 
 def solve_chains(
@@ -125,7 +125,7 @@ def _input_coordinates(kept: torch.Tensor, in_width: int) -> tuple[torch.Tensor,
 
 def sparse_backward_torch(
     grad_at_entries: torch.Tensor,
-    entries: ActiveEntries,
+    entries: EntryList,
     kept_input: torch.Tensor,
     input_shape: tuple[int, int, int],
     weight: torch.Tensor,
