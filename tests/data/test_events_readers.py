@@ -130,7 +130,7 @@ def test_training_runs_on_written_nmnist_files(tmp_path):
 
     from spikeforge.run import bptt
     from spikeforge.run.bptt import train_bptt
-    from spikeforge.run.config import load_config
+    from spikeforge.run.config import ConfigError, load_config
 
     gen = np.random.default_rng(0)
     for split, count in (("Train", 24), ("Test", 10)):
@@ -160,6 +160,10 @@ def test_training_runs_on_written_nmnist_files(tmp_path):
     finally:
         bptt._set_threads(threads)  # train.threads sets them process-wide
     assert summary["train_samples"] == 24 and 0 <= summary["test_accuracy"] <= 1
+    # image augmentation has no meaning for event data: refused with the fix
+    config.train.augment_flip = True
+    with pytest.raises(ConfigError, match="nmnist is event data: set them to 0 and false"):
+        bptt._load_data(config)
 
 
 def _quoted(path) -> str:

@@ -16,7 +16,7 @@ LIMIT, BATCH = 300, 32
 BATCHES = -(-LIMIT // BATCH)  # 10 per epoch, the last one short
 
 
-def _config(epochs: int = 3):
+def _config(epochs: int = 3, extra: tuple[str, ...] = ()):
     return load_config(
         DIGITS,
         [
@@ -26,6 +26,7 @@ def _config(epochs: int = 3):
             "train.progress=false",
             # One thread: the machine is shared, and spinning threads make this 30x slower.
             "train.threads=1",
+            *extra,
         ],
     )
 
@@ -37,8 +38,11 @@ def _restore_threads():
     bptt._set_threads(threads)  # train.threads sets them process-wide
 
 
-def _train(out: Path, epochs: int = 3, resume: bool = False, on_batch=None) -> dict:
-    return train_bptt(_config(epochs), out, resume=resume, on_batch=on_batch, log=lambda _: None)
+def _train(
+    out: Path, epochs: int = 3, resume: bool = False, on_batch=None, extra: tuple[str, ...] = ()
+) -> dict:
+    config = _config(epochs, extra)
+    return train_bptt(config, out, resume=resume, on_batch=on_batch, log=lambda _: None)
 
 
 def _interrupt_at(epoch: int, batch: int):
@@ -154,6 +158,24 @@ def test_resume_after_interrupt_inside_a_batch(straight, tmp_path, monkeypatch):
     assert (meta["progress"]["epoch"], meta["progress"]["batch"]) == (1, 2)
     _train(tmp_path, resume=True)
     _assert_same_run(tmp_path, straight)
+
+
+AUGMENTED = ("train.augment_shift=1", "train.augment_flip=true")
+
+
+def test_resume_with_augmentation_equals_uninterrupted(straight, tmp_path):
+    """The shifts and flips come from the encoder's stream, so a resumed run draws the same."""
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    _train(reference, extra=AUGMENTED)
+    with pytest.raises(TrainingInterrupted):
+        _train(resumed, on_batch=_interrupt_at(epoch=2, batch=3), extra=AUGMENTED)
+    _train(resumed, resume=True, extra=AUGMENTED)
+    _assert_same_run(resumed, reference)
+    # and augmentation changed the training: the weights differ from the plain run's
+    augmented, plain = load_checkpoint(reference)[0], load_checkpoint(straight)[0]
+    assert any(
+        not torch.equal(augmented[k], plain[k]) for k in plain if k.startswith("model.")
+    )
 
 
 class _Killed(BaseException):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from spikeforge.data import latency_encode, poisson_encode
+from spikeforge.data.augment import shift_and_flip
 from spikeforge.data.vision import load_vision
 from spikeforge.neuron.sparse import spike_counts
 from spikeforge.nn import SpikingMLP
@@ -153,6 +154,7 @@ class _Data:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    image_shape: tuple[int, int] | None = None  # (H, W) of vision data; None for event data
 
 
 def _load_data(config: RunConfig, model_inputs: int | None = None) -> _Data:
@@ -171,6 +173,11 @@ def _load_data(config: RunConfig, model_inputs: int | None = None) -> _Data:
                 f"{config.data.name} has {units} inputs and {classes} classes but model.layers "
                 f"is {config.model.layers}; set --set model.layers=[{units},...,{classes}]"
             )
+        if config.train.augment_shift or config.train.augment_flip:
+            raise ConfigError(
+                f"train.augment_shift and train.augment_flip apply to images; {config.data.name} "
+                "is event data: set them to 0 and false"
+            )
         return _Data(train_set, train_set.labels, test_set, test_set.labels)
     train = load_vision(config.data.name, "train", root=root, limit=config.data.limit)
     test = load_vision(config.data.name, "test", root=root, limit=config.data.test_limit)
@@ -181,12 +188,31 @@ def _load_data(config: RunConfig, model_inputs: int | None = None) -> _Data:
             f"{source} {inputs} inputs and 10 classes but model.layers is "
             f"{config.model.layers}; set --set model.layers=[{inputs},...,10]"
         )
+    height, width = train.images.shape[1:]
+    if config.train.augment_shift >= min(height, width):
+        raise ConfigError(
+            f"train.augment_shift must be below the image side ({min(height, width)} for "
+            f"{config.data.name}); got {config.train.augment_shift}"
+        )
     return _Data(
         train.flat_intensities(),
         train.labels,
         test.flat_intensities(),
         test.labels,
+        (height, width),
     )
+
+
+def _augmented(
+    config: RunConfig, data: _Data, intensities: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Training intensities ``[B, H*W]`` after ``train.augment_shift`` / ``augment_flip``
+    (:func:`spikeforge.data.augment.shift_and_flip`; drawn from the encoder's stream)."""
+    shift, flip = config.train.augment_shift, config.train.augment_flip
+    if not (shift or flip) or data.image_shape is None:
+        return intensities
+    images = intensities.reshape(len(intensities), *data.image_shape)
+    return shift_and_flip(images, generator, shift, flip).reshape(len(intensities), -1)
 
 
 def _set_threads(threads: int) -> None:
@@ -434,7 +460,8 @@ def train_bptt(
                 encode_state = rngs["encode"].get_state()
                 started = time.perf_counter()
                 index = order[b * batch_size : (b + 1) * batch_size]
-                spikes = encode(config, data.train_x[index], config.encode.steps, rngs["encode"])
+                images = _augmented(config, data, data.train_x[index], rngs["encode"])
+                spikes = encode(config, images, config.encode.steps, rngs["encode"])
                 spikes = spikes.to(device)
                 if front_end is not None:
                     spikes = front_end(spikes)

@@ -101,6 +101,10 @@ class TrainConfig:
     adam_beta2: float = 0.999
     weight_decay: float = 0.0  # decoupled (AdamW) weight decay; 0 = plain Adam
     label_smoothing: float = 0.0  # cross-entropy target smoothing in [0, 1)
+    # Training images only, before encoding (spikeforge.data.augment): random translation by up
+    # to augment_shift pixels each way, and a random horizontal flip (clothing, not digits).
+    augment_shift: int = 0
+    augment_flip: bool = False
     eval_batch_size: int = 256
     threads: int = 0  # torch/numba threads; 0 = all cores
     device: str = "cpu"
@@ -252,6 +256,7 @@ class RunConfig:
             ("data.test_limit", self.data.test_limit),
             ("train.threads", self.train.threads),
             ("train.weight_decay", self.train.weight_decay),
+            ("train.augment_shift", self.train.augment_shift),
             ("model.surrogate_scale", self.model.surrogate_scale),
             ("model.active_bound", self.model.active_bound),
             ("train.rate_lower_strength", self.train.rate_lower_strength),
