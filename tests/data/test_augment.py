@@ -85,3 +85,15 @@ def test_config_checks_the_shift():
     with pytest.raises(ConfigError, match=r"below the image side \(8 for digits\); got 8"):
         bptt._load_data(config)
     assert bptt._load_data(load_config(digits, ["train.augment_shift=7"])).image_shape == (8, 8)
+
+
+@pytest.mark.parametrize("preset", ["diehl-cook-100.toml", "conv-stdp-mnist.toml"])
+def test_config_refuses_augmentation_where_nothing_would_read_it(preset):
+    from pathlib import Path
+
+    from spikeforge.run.config import ConfigError, load_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / preset
+    with pytest.raises(ConfigError, match="apply to gradient training"):
+        load_config(path, ["train.augment_flip=true"])
+    load_config(path)  # the preset itself is fine

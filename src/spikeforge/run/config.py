@@ -308,6 +308,12 @@ class RunConfig:
             raise ConfigError(
                 f"train.device must be cpu, cuda or cuda:N; got {self.train.device!r}"
             )
+        augmenting = self.train.augment_shift or self.train.augment_flip
+        if augmenting and self.method not in ("bptt", "conv-stdp-hybrid"):
+            raise ConfigError(
+                f"train.augment_shift and train.augment_flip apply to gradient training (bptt, "
+                f"conv-stdp-hybrid), not to {self.method}: remove them"
+            )
         if self.method in ("diehl-cook", "ensemble"):
             _validate_diehl_cook(self)
         if self.method in ("conv-stdp", "conv-stdp-hybrid"):
