@@ -173,9 +173,7 @@ def test_resume_with_augmentation_equals_uninterrupted(straight, tmp_path):
     _assert_same_run(resumed, reference)
     # and augmentation changed the training: the weights differ from the plain run's
     augmented, plain = load_checkpoint(reference)[0], load_checkpoint(straight)[0]
-    assert any(
-        not torch.equal(augmented[k], plain[k]) for k in plain if k.startswith("model.")
-    )
+    assert any(not torch.equal(augmented[k], plain[k]) for k in plain if k.startswith("model."))
 
 
 class _Killed(BaseException):
