@@ -74,11 +74,32 @@ def test_config_checks_new_keys():
         load_config(DIGITS, ["encode.kind=events"])
     with pytest.raises(ConfigError, match="data.bin_ms"):
         load_config(DIGITS, ["data.bin_ms=0"])
-    for name in ("sparse-fmnist", "sparse-fmnist-tuned", "sparse-nmnist", "sparse-shd"):
+    for name in (
+        "sparse-fmnist",
+        "sparse-fmnist-tuned",
+        "sparse-fmnist-wide",
+        "sparse-nmnist",
+        "sparse-shd",
+    ):
         path = DIGITS.parent / f"{name}.toml"
         config = load_config(path, ["model.backward=dense"])
         assert config.model.backward == "dense"
         assert load_config(path).model.backward == "sparse"
+
+
+def test_wide_preset_is_the_committed_88_percent_run():
+    """configs/sparse-fmnist-wide.toml is the config of the run its comment cites."""
+    from spikeforge.run.config import config_to_dict
+
+    root = DIGITS.parents[1]
+    preset = config_to_dict(load_config(root / "configs" / "sparse-fmnist-wide.toml"))
+    run = root / "results" / "sparse-fmnist-cpu-probes" / "h800-aug1-20ep"
+    ran = config_to_dict(load_config(run / "config.toml"))
+    for section in ("train",):  # how it ran, not what it computes
+        for key in ("threads", "progress"):
+            ran[section][key] = preset[section][key]
+    assert preset == ran
+    assert json.loads((run / "summary.json").read_text())["test_accuracy"] >= 0.88
 
 
 def test_sparse_run_resumes_exactly(tmp_path):
