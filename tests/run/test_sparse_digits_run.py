@@ -87,19 +87,21 @@ def test_config_checks_new_keys():
         assert load_config(path).model.backward == "sparse"
 
 
-def test_wide_preset_is_the_committed_88_percent_run():
+def test_wide_preset_is_the_committed_88_percent_runs():
     """configs/sparse-fmnist-wide.toml is the config of the run its comment cites."""
     from spikeforge.run.config import config_to_dict
 
     root = DIGITS.parents[1]
     preset = config_to_dict(load_config(root / "configs" / "sparse-fmnist-wide.toml"))
-    run = root / "results" / "sparse-fmnist-cpu-probes" / "h800-aug1-20ep"
-    ran = config_to_dict(load_config(run / "config.toml"))
-    for section in ("train",):  # how it ran, not what it computes
-        for key in ("threads", "progress"):
-            ran[section][key] = preset[section][key]
-    assert preset == ran
-    assert json.loads((run / "summary.json").read_text())["test_accuracy"] >= 0.88
+    for seed, name in enumerate(("h1200-aug1-20ep", "h1200-aug1-20ep-seed1")):
+        run = root / "results" / "sparse-fmnist-cpu-probes" / name
+        ran = config_to_dict(load_config(run / "config.toml"))
+        for key in ("threads", "progress"):  # how it ran, not what it computes
+            ran["train"][key] = preset["train"][key]
+        assert ran["seed"] == seed
+        ran["seed"] = preset["seed"]
+        assert preset == ran, name
+        assert json.loads((run / "summary.json").read_text())["test_accuracy"] >= 0.88
 
 
 def test_sparse_run_resumes_exactly(tmp_path):
