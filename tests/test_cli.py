@@ -188,6 +188,21 @@ def test_bad_input_is_one_line_on_stderr(argv, expected, tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
 
 
+def test_a_failed_data_check_leaves_no_run_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SPIKEFORGE_DATA", str(tmp_path / "cache"))  # holds no N-MNIST
+    config = REPO / "configs" / "sparse-nmnist.toml"
+    out = tmp_path / "run"
+    status = cli.main(["train", str(config), *FAST, "--out", str(out)])
+    assert "spikeforge data fetch nmnist" in _assert_one_line_error(status, capsys.readouterr().err)
+    assert not out.exists()
+    kept = tmp_path / "kept"  # a directory the user made beforehand stays, and what it holds
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    status = cli.main(["train", str(config), *FAST, "--out", str(kept)])
+    assert status == 2
+    assert (kept / "notes.txt").read_text() == "mine"
+
+
 def test_eval_of_a_run_without_checkpoint_is_an_error(trained, tmp_path, capsys):
     out, _ = trained
     (tmp_path / "config.toml").write_text((out / "config.toml").read_text())

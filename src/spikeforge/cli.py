@@ -44,6 +44,14 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove_if_empty(out: Path, created: bool) -> None:
+    """Remove the run directory a failed ``train`` made when nothing was written into it (a data
+    or config check failed first), so no empty run is left behind; a directory that holds
+    anything is kept."""
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
 def _train(args: argparse.Namespace) -> int:
     from spikeforge.run import load_config, train
 
@@ -52,7 +60,12 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"ensemble.address={json.dumps(args.address)}")
     config = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    summary = train(config, out, resume=args.resume)
+    created = not out.exists()
+    try:
+        summary = train(config, out, resume=args.resume)
+    except BaseException:
+        _remove_if_empty(out, created)
+        raise
     steps = f" (T = {summary['test_steps']})" if "test_steps" in summary else ""
     if "test_accuracy" in summary:
         result = f"test accuracy {summary['test_accuracy']:.4f}{steps}"
