@@ -119,6 +119,41 @@ def test_fetch_says_where_to_get_and_copies_from_dir(tmp_path):
     assert again.source == "cache"
 
 
+def test_fetch_refuses_a_bad_copy_and_keeps_the_cached_one(tmp_path):
+    cache = tmp_path / "cache"
+    good = tmp_path / "good"
+    good.mkdir()
+    for split in ("train", "test"):
+        _write_shd(good / f"shd_{split}.h5", [([0.5], [3])], [4])
+    fetch("shd", root=cache, source_dir=good, log=lambda _: None)
+    before = (cache / "shd" / "shd_train.h5").read_bytes()
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "shd_train.h5").write_bytes(b"not hdf5")
+    _write_shd(bad / "shd_test.h5", [([0.5], [3])], [4])
+    with pytest.raises(DataError, match=r"shd_train.h5 is not an SHD HDF5 file.*zenkelab"):
+        fetch("shd", root=cache, source_dir=bad, log=lambda _: None)
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(bad / "shd_train.h5", "w") as handle:  # two labels, one sample
+        handle["spikes/times"] = np.zeros((1, 1), np.float32)
+        handle["spikes/units"] = np.zeros((1, 1), np.uint16)
+        handle["labels"] = np.zeros(2, np.uint16)
+    with pytest.raises(DataError, match="shd_train.h5 has unequal numbers of samples"):
+        fetch("shd", root=cache, source_dir=bad, log=lambda _: None)
+    assert (cache / "shd" / "shd_train.h5").read_bytes() == before
+    assert load_events("shd", "train", root=cache).labels.tolist() == [4]
+
+    nmnist = tmp_path / "nmnist-download"
+    for split in ("Train", "Test"):
+        (nmnist / split / "3").mkdir(parents=True)
+        (nmnist / split / "3" / "00001.bin").write_bytes(_nmnist_bytes(SAMPLE))
+    (nmnist / "Test" / "3" / "00002.bin").write_bytes(_nmnist_bytes(SAMPLE)[:-2])
+    with pytest.raises(DataError, match=r"00002.bin has 23 bytes, not whole 40-bit events"):
+        fetch("nmnist", root=cache, source_dir=nmnist, log=lambda _: None)
+    assert not (cache / "nmnist").exists()
+
+
 def test_missing_cache_names_the_fetch_command(tmp_path):
     with pytest.raises(DataError, match="spikeforge data fetch shd"):
         load_events("shd", "train", root=tmp_path)

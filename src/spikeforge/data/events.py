@@ -265,16 +265,45 @@ def load_events(
     return read_shd(directory / f"shd_{split}.h5", bin_ms, limit)
 
 
-def _source_problem(name: str, folder: Path) -> str | None:
-    if name == "nmnist":
-        for split in ("Train", "Test"):
-            if not any((folder / split).glob("*/*.bin")):
-                return f"{folder / split} holds no <digit>/*.bin files"
-        return None
-    for split in ("train", "test"):
-        if not (folder / f"shd_{split}.h5").is_file():
-            return f"{folder / f'shd_{split}.h5'} is missing"
+def _nmnist_problem(folder: Path) -> str | None:
+    """The first problem of an N-MNIST copy found without decoding it: a split without
+    ``<digit>/*.bin`` files, or a file whose size is not whole 40-bit (5-byte) events."""
+    for split in ("Train", "Test"):
+        files = [path for path in (folder / split).glob("*/*.bin") if path.parent.name.isdigit()]
+        if not files:
+            return f"{folder / split} holds no <digit>/*.bin files"
+        for path in files:
+            size = path.stat().st_size
+            if size % 5:
+                return f"{path} has {size} bytes, not whole 40-bit events (truncated?)"
     return None
+
+
+def _shd_problem(folder: Path) -> str | None:
+    """The first problem of an SHD copy found by opening it: a missing file, a file that is not
+    HDF5, or one without equally long ``spikes/times``, ``spikes/units`` and ``labels``."""
+    try:
+        import h5py
+    except ImportError:
+        return "reading SHD needs h5py (pip install h5py)"
+    for split in ("train", "test"):
+        path = folder / f"shd_{split}.h5"
+        if not path.is_file():
+            return f"{path} is missing"
+        try:
+            with h5py.File(path, "r") as handle:
+                lengths = {
+                    key: len(handle[key]) for key in ("spikes/times", "spikes/units", "labels")
+                }
+        except (OSError, KeyError) as error:
+            return f"{path} is not an SHD HDF5 file ({error})"
+        if len(set(lengths.values())) != 1:
+            return f"{path} has unequal numbers of samples: {lengths}"
+    return None
+
+
+def _source_problem(name: str, folder: Path) -> str | None:
+    return _nmnist_problem(folder) if name == "nmnist" else _shd_problem(folder)
 
 
 def fetch_events(
