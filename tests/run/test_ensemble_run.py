@@ -151,6 +151,32 @@ def test_eval_and_plot(trained):
     assert (out / "compression.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_passes_run_as_separate_tasks_score_as_one_evaluation(trained, tmp_path):
+    """The trainer runs a network's label, test and validation passes as separate Ray tasks;
+    scored together they equal one in-process evaluation, counts included."""
+    out, _, _ = trained
+    config = config_from_dict(RAW)
+    tensors, _ = load_checkpoint(out)
+    weights, theta = tensors["merged.weights"].numpy(), tensors["merged.theta"].numpy()
+    data = trainer._load(config)
+    label = np.arange(data.pool)[-RAW["diehl_cook"]["label_images"] :]
+    networks = {"merged": (weights, theta, label)}
+    split = trainer._evaluate(config, data, tmp_path, networks, "merged")["merged"]
+    whole = trainer.evaluate_network_task(
+        config, weights, theta, label, True, True, str(tmp_path / "whole.json")
+    )
+    assert sorted(split["counts"]) == sorted(whole["counts"]) == ["label", "test", "validation"]
+    for which in whole["counts"]:
+        np.testing.assert_array_equal(split["counts"][which], whole["counts"][which])
+    for key in ("test_accuracy", "test_accuracy_proportion", "assignments", "confusion"):
+        assert split[key] == whole[key], key
+    report = json.loads((out / "ensemble.json").read_text())
+    assert split["test_accuracy"] == report["merged"]["test_accuracy"]
+    assert sorted(p.name for p in (tmp_path / "evaluation").iterdir()) == [
+        f"merged.{which}.progress.json" for which in ("label", "test", "validation")
+    ]
+
+
 def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv(trainer.KILL_HOOK_VARIABLE, "0:130")  # checkpoints at 50, 100, ...
     config = config_from_dict(QUICK)

@@ -270,6 +270,99 @@ def train_submodel_task(
     )
 
 
+_PASS_SEED_OFFSETS = {
+    "label": _LABEL_SEED_OFFSET,
+    "test": _TEST_SEED_OFFSET,
+    "validation": _VALIDATION_SEED_OFFSET,
+}
+_DATA_CACHE: dict[str, _EnsembleData] = {}
+
+
+def _cached_load(config: RunConfig) -> _EnsembleData:
+    """:func:`_load`, kept for the next task of the same worker process (one dataset at most)."""
+    key = json.dumps(
+        [config_to_dict(config)["data"], _load_limit(config), _validation_images(config)]
+    )
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = _load(config)
+    return _DATA_CACHE[key]
+
+
+def _run_pass(
+    config: RunConfig,
+    data: _EnsembleData,
+    network: DiehlCookNetwork,
+    which: str,
+    label_indices: np.ndarray,
+    tick: Any = None,
+) -> tuple[np.ndarray, float]:
+    """Spike counts (int64 ``[M, N]``) and seconds of one pass, learning off, from rest: over the
+    labelling images ``label_indices``, the test set, or the validation split (``which``), with
+    that pass's encoder seed."""
+    if which == "label":
+        images = data.train_x[label_indices]
+    elif which == "test":
+        images = data.test_x
+    else:
+        images = data.train_x[data.validation_slice()]
+    started = time.perf_counter()
+    counts = spike_counts(network, images, config.seed + _PASS_SEED_OFFSETS[which], tick)
+    return counts, time.perf_counter() - started
+
+
+def network_pass_task(
+    config: RunConfig,
+    weights: np.ndarray,
+    theta: np.ndarray,
+    which: str,
+    label_indices: np.ndarray,
+    progress_path: str,
+) -> dict[str, Any]:
+    """One pass (``"label"``, ``"test"`` or ``"validation"``) of a network: ``{"counts": int32
+    [M, N], "seconds": ...}``. Runs in a Ray worker, one thread; the passes of one network are
+    independent (each starts from rest with its own seed), so they run as separate tasks."""
+    _set_worker_threads()
+    data = _cached_load(config)
+    sizes = {"label": len(label_indices), "test": len(data.test_y), "validation": data.validation}
+    writer = ProgressWriter(Path(progress_path))
+    done = [0]
+
+    def tick(*_: Any) -> None:
+        done[0] += 1
+        writer.update(done[0], sizes[which])
+
+    network = _network(config, weights, theta)
+    counts, seconds = _run_pass(config, data, network, which, label_indices, tick)
+    return {"counts": counts.astype(np.int32), "seconds": seconds}
+
+
+def _score(
+    data: _EnsembleData,
+    label_indices: np.ndarray,
+    counts: dict[str, np.ndarray],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """Assign labels from the label pass's counts, classify the test pass's: accuracies (all
+    activity, proportion weighting), confusion matrix, assignments, pass seconds."""
+    label_counts, test_counts = counts["label"], counts["test"]
+    assignment = assign_labels(label_counts, data.train_y[label_indices])
+    all_activity = predict_all_activity(test_counts, assignment)
+    return {
+        "neurons": int(label_counts.shape[1]),
+        "test_accuracy": float((all_activity == data.test_y).mean()),
+        "test_accuracy_proportion": float(
+            (predict_proportion(test_counts, assignment) == data.test_y).mean()
+        ),
+        "label_images": int(len(label_indices)),
+        "test_images": int(len(data.test_y)),
+        "test_spikes_per_image": float(test_counts.sum(1).mean()),
+        "confusion": confusion_matrix(data.test_y, all_activity).tolist(),
+        "assignments": assignment.assignments.tolist(),
+        "seconds": seconds,
+    }
+
+
 def evaluate_network_task(
     config: RunConfig,
     weights: np.ndarray,
@@ -280,53 +373,27 @@ def evaluate_network_task(
     progress_path: str,
 ) -> dict[str, Any]:
     """Label a network on ``label_indices`` of the training images, classify the test set (and
-    record validation counts when asked). Runs in a Ray worker, one thread.
+    record validation counts when asked), all in this process, one thread: the passes of
+    :func:`network_pass_task` scored as the trainer scores them.
 
     Returns accuracies (all activity, proportion weighting), confusion matrix, assignments and
     pass times; with ``keep_counts`` also the spike counts (int32) of each pass.
     """
     _set_worker_threads()
-    data = _load(config)
+    data = _cached_load(config)
     network = _network(config, weights, theta)
-    label_x, label_y = data.train_x[label_indices], data.train_y[label_indices]
-    validation_x = data.train_x[data.validation_slice()] if validation else label_x[:0]
     writer = ProgressWriter(Path(progress_path))
-    total = len(label_y) + len(data.test_y) + len(validation_x)
+    total = len(label_indices) + len(data.test_y) + (data.validation if validation else 0)
     done = [0]
 
     def tick(*_: Any) -> None:
         done[0] += 1
         writer.update(done[0], total)
 
-    seconds = {}
-    started = time.perf_counter()
-    label_counts = spike_counts(network, label_x, config.seed + _LABEL_SEED_OFFSET, tick)
-    seconds["label"] = time.perf_counter() - started
-    started = time.perf_counter()
-    test_counts = spike_counts(network, data.test_x, config.seed + _TEST_SEED_OFFSET, tick)
-    seconds["test"] = time.perf_counter() - started
-    result: dict[str, Any] = {}
-    counts = {"label": label_counts, "test": test_counts}
-    if validation:
-        started = time.perf_counter()
-        seed = config.seed + _VALIDATION_SEED_OFFSET
-        counts["validation"] = spike_counts(network, validation_x, seed, tick)
-        seconds["validation"] = time.perf_counter() - started
-    assignment = assign_labels(label_counts, label_y)
-    all_activity = predict_all_activity(test_counts, assignment)
-    result.update(
-        neurons=int(weights.shape[1]),
-        test_accuracy=float((all_activity == data.test_y).mean()),
-        test_accuracy_proportion=float(
-            (predict_proportion(test_counts, assignment) == data.test_y).mean()
-        ),
-        label_images=int(len(label_y)),
-        test_images=int(len(data.test_y)),
-        test_spikes_per_image=float(test_counts.sum(1).mean()),
-        confusion=confusion_matrix(data.test_y, all_activity).tolist(),
-        assignments=assignment.assignments.tolist(),
-        seconds=seconds,
-    )
+    counts, seconds = {}, {}
+    for which in ("label", "test", "validation") if validation else ("label", "test"):
+        counts[which], seconds[which] = _run_pass(config, data, network, which, label_indices, tick)
+    result = _score(data, label_indices, counts, seconds)
     if keep_counts:
         result["counts"] = {k: v.astype(np.int32) for k, v in counts.items()}
     return result
@@ -345,24 +412,42 @@ _Networks = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # name -> (w, 
 
 
 def _evaluate(
-    config: RunConfig, out: Path, networks: _Networks, keep_counts_of: str | None = None
+    config: RunConfig,
+    data: _EnsembleData,
+    out: Path,
+    networks: _Networks,
+    keep_counts_of: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate each network as a Ray task; the network ``keep_counts_of`` also returns its spike
-    counts (and validation counts when the genetic search is on)."""
+    """Evaluate each network, each of its passes (label, test) a Ray task of its own so that the
+    workers stay busy to the end; the network ``keep_counts_of`` also returns its spike counts
+    (and validation counts when the genetic search is on)."""
     from spikeforge.ensemble.distributed import Job, run_tasks
 
     (out / "evaluation").mkdir(exist_ok=True)
-    jobs = []
+    jobs, keys = [], []
     for name, (weights, theta, label_indices) in networks.items():
-        progress = out / "evaluation" / f"{name}.progress.json"
-        counts = name == keep_counts_of
-        validation = counts and _validation_images(config) > 0
-        args = (config, weights, theta, label_indices, validation, counts, str(progress))
-        jobs.append(Job(f"evaluate {name}", evaluate_network_task, args, progress))
-    results = run_tasks(
+        passes = ["label", "test"]
+        if name == keep_counts_of and _validation_images(config) > 0:
+            passes.append("validation")
+        for which in passes:
+            progress = out / "evaluation" / f"{name}.{which}.progress.json"
+            args = (config, weights, theta, which, label_indices, str(progress))
+            jobs.append(Job(f"{which} {name}", network_pass_task, args, progress))
+            keys.append((name, which))
+    outputs = run_tasks(
         jobs, max_retries=config.ensemble.max_retries, show_progress=config.train.progress
     )
-    return dict(zip(networks, results, strict=True))
+    counts: dict[str, dict[str, np.ndarray]] = {name: {} for name in networks}
+    seconds: dict[str, dict[str, float]] = {name: {} for name in networks}
+    for (name, which), output in zip(keys, outputs, strict=True):
+        counts[name][which] = output["counts"].astype(np.int64)
+        seconds[name][which] = output["seconds"]
+    results = {}
+    for name, (_, _, label_indices) in networks.items():
+        results[name] = _score(data, label_indices, counts[name], seconds[name])
+        if name == keep_counts_of:
+            results[name]["counts"] = {k: v.astype(np.int32) for k, v in counts[name].items()}
+    return results
 
 
 def _train_submodels(
@@ -560,7 +645,7 @@ def train_ensemble(
                 shard_label = _tail(shard, config.diehl_cook.label_images)
                 networks[f"submodel-{k}"] = (sub.weights, sub.state.theta, shard_label)
         log(f"merged {merged.n_neurons} neurons; evaluating {len(networks)} networks")
-        results = _evaluate(config, out, networks, keep_counts_of="merged")
+        results = _evaluate(config, data, out, networks, keep_counts_of="merged")
         merged_counts = results["merged"].pop("counts")
 
         genetic: dict[str, Any] = {}
@@ -575,7 +660,7 @@ def train_ensemble(
             genetic["seconds"] = genetic["search_seconds"] + genetic["validation_pass_seconds"]
             chosen = keeps["genetic"]
             network = (merged.weights[:, chosen], merged.state.theta[chosen], label)
-            results.update(_evaluate(config, out, {"genetic": network}))
+            results.update(_evaluate(config, data, out, {"genetic": network}))
 
     headline = next(iter(keeps), "merged")
     tensors = {
@@ -713,7 +798,7 @@ def evaluate_run_ensemble(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     networks = {"merged": (weights, theta, label)}
     networks.update({name: (weights[:, k], theta[k], label) for name, k in keeps.items()})
     with distributed.ray_session(config.ensemble.workers, config.ensemble.address):
-        results = _evaluate(config, run_dir, networks)
+        results = _evaluate(config, data, run_dir, networks)
     return {
         "run": str(run_dir),
         "final_network": headline,
