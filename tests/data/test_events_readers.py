@@ -203,3 +203,42 @@ def test_training_runs_on_written_nmnist_files(tmp_path):
 
 def _quoted(path) -> str:
     return '"' + str(path) + '"'
+
+
+def test_training_runs_on_written_shd_files(tmp_path):
+    """The trainer reads SHD end to end (config sparse-shd: 700 inputs, 20 classes; tiny sizes)."""
+    from pathlib import Path
+
+    from spikeforge.run import bptt
+    from spikeforge.run.bptt import train_bptt
+    from spikeforge.run.config import load_config
+
+    gen = np.random.default_rng(1)
+    folder = tmp_path / "data" / "shd"
+    folder.mkdir(parents=True)
+    for split, count in (("train", 16), ("test", 8)):
+        samples = []
+        for k in range(count):
+            units = (k % 20) * 35 + gen.integers(0, 35, 30)  # each class its own units
+            samples.append((np.sort(gen.random(30) * 0.04), units))
+        _write_shd(folder / f"shd_{split}.h5", samples, [k % 20 for k in range(count)])
+    config = load_config(
+        Path(__file__).resolve().parents[2] / "configs" / "sparse-shd.toml",
+        [
+            f"data.root={_quoted(tmp_path / 'data')}",
+            "encode.steps=20",
+            "encode.test_steps=20",
+            "train.epochs=1",
+            "train.batch_size=8",
+            "train.progress=false",
+            "train.threads=1",
+        ],
+    )
+    threads = torch.get_num_threads()
+    try:
+        summary = train_bptt(config, tmp_path / "run", log=lambda _: None)
+    finally:
+        bptt._set_threads(threads)  # train.threads sets them process-wide
+    assert summary["train_samples"] == 16
+    correct = summary["test_accuracy"] * 8  # all 8 test samples were scored
+    assert 0 <= correct <= 8 and abs(correct - round(correct)) < 1e-9
