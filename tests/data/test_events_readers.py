@@ -161,11 +161,8 @@ def test_missing_cache_names_the_fetch_command(tmp_path):
 
 def test_training_runs_on_written_nmnist_files(tmp_path):
     """The trainer reads an event dataset end to end (config sparse-nmnist, tiny sizes)."""
-    from pathlib import Path
-
     from spikeforge.run import bptt
-    from spikeforge.run.bptt import train_bptt
-    from spikeforge.run.config import ConfigError, load_config
+    from spikeforge.run.config import ConfigError
 
     gen = np.random.default_rng(0)
     for split, count in (("Train", 24), ("Test", 10)):
@@ -177,23 +174,7 @@ def test_training_runs_on_written_nmnist_files(tmp_path):
                 for t in np.sort(gen.integers(0, 20_000, n))
             ]
             _write_nmnist(tmp_path / "data", split, label, f"{k:05d}.bin", events)
-    config = load_config(
-        Path(__file__).resolve().parents[2] / "configs" / "sparse-nmnist.toml",
-        [
-            f"data.root={_quoted(tmp_path / 'data')}",
-            "encode.steps=20",
-            "encode.test_steps=20",
-            "train.epochs=1",
-            "train.batch_size=8",
-            "train.progress=false",
-            "train.threads=1",
-        ],
-    )
-    threads = torch.get_num_threads()
-    try:
-        summary = train_bptt(config, tmp_path / "run", log=lambda _: None)
-    finally:
-        bptt._set_threads(threads)  # train.threads sets them process-wide
+    config, summary = _train_tiny("sparse-nmnist.toml", tmp_path)
     assert summary["train_samples"] == 24 and 0 <= summary["test_accuracy"] <= 1
     # image augmentation has no meaning for event data: refused with the fix
     config.train.augment_flip = True
@@ -207,11 +188,6 @@ def _quoted(path) -> str:
 
 def test_training_runs_on_written_shd_files(tmp_path):
     """The trainer reads SHD end to end (config sparse-shd: 700 inputs, 20 classes; tiny sizes)."""
-    from pathlib import Path
-
-    from spikeforge.run import bptt
-    from spikeforge.run.bptt import train_bptt
-    from spikeforge.run.config import load_config
 
     gen = np.random.default_rng(1)
     folder = tmp_path / "data" / "shd"
@@ -222,8 +198,22 @@ def test_training_runs_on_written_shd_files(tmp_path):
             units = (k % 20) * 35 + gen.integers(0, 35, 30)  # each class its own units
             samples.append((np.sort(gen.random(30) * 0.04), units))
         _write_shd(folder / f"shd_{split}.h5", samples, [k % 20 for k in range(count)])
+    _, summary = _train_tiny("sparse-shd.toml", tmp_path)
+    assert summary["train_samples"] == 16
+    correct = summary["test_accuracy"] * 8  # all 8 test samples were scored
+    assert 0 <= correct <= 8 and abs(correct - round(correct)) < 1e-9
+
+
+def _train_tiny(config_name: str, tmp_path) -> tuple:
+    """``train_bptt`` of ``configs/<config_name>`` on the files under ``tmp_path / "data"``: one
+    epoch of 20 steps, batches of 8, one thread; returns (config, summary)."""
+    from pathlib import Path
+
+    from spikeforge.run import bptt
+    from spikeforge.run.config import load_config
+
     config = load_config(
-        Path(__file__).resolve().parents[2] / "configs" / "sparse-shd.toml",
+        Path(__file__).resolve().parents[2] / "configs" / config_name,
         [
             f"data.root={_quoted(tmp_path / 'data')}",
             "encode.steps=20",
@@ -236,9 +226,6 @@ def test_training_runs_on_written_shd_files(tmp_path):
     )
     threads = torch.get_num_threads()
     try:
-        summary = train_bptt(config, tmp_path / "run", log=lambda _: None)
+        return config, bptt.train_bptt(config, tmp_path / "run", log=lambda _: None)
     finally:
         bptt._set_threads(threads)  # train.threads sets them process-wide
-    assert summary["train_samples"] == 16
-    correct = summary["test_accuracy"] * 8  # all 8 test samples were scored
-    assert 0 <= correct <= 8 and abs(correct - round(correct)) < 1e-9

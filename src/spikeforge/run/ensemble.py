@@ -59,6 +59,7 @@ import torch
 
 from spikeforge.ensemble import (
     EnsembleError,
+    GeneticResult,
     ProgressWriter,
     SubsetAccuracy,
     compress,
@@ -494,6 +495,21 @@ def _compress_all(
     return keeps, seconds, paths
 
 
+def search_subsets(
+    config: RunConfig, fitness: Any, n_merged: int, initial: list[np.ndarray]
+) -> GeneticResult:
+    """The genetic search with the config's settings (``ensemble.genetic_*``, ``seed``) over
+    subsets of ``n_merged`` neurons, seeded with the compressions ``initial`` (kept indices)."""
+    ens = config.ensemble
+    return genetic_search(
+        fitness, n_merged, ens.target_neurons,
+        population=ens.genetic_population, generations=ens.genetic_generations,
+        tournament=ens.genetic_tournament, elite=ens.genetic_elite,
+        mutation=ens.genetic_mutation, seed=config.seed,
+        initial=[np.isin(np.arange(n_merged), keep) for keep in initial],
+    )  # fmt: skip
+
+
 def _genetic(
     config: RunConfig,
     data: _EnsembleData,
@@ -521,14 +537,7 @@ def _genetic(
             merged_counts["validation"],
             data.train_y[data.validation_slice()],
         )
-    n_merged = merged_counts["label"].shape[1]
-    search = genetic_search(
-        fitness, n_merged, ens.target_neurons,
-        population=ens.genetic_population, generations=ens.genetic_generations,
-        tournament=ens.genetic_tournament, elite=ens.genetic_elite,
-        mutation=ens.genetic_mutation, seed=config.seed,
-        initial=[np.isin(np.arange(n_merged), keep) for keep in initial],
-    )  # fmt: skip
+    search = search_subsets(config, fitness, merged_counts["label"].shape[1], initial)
     record = {
         "search_seconds": time.perf_counter() - started,
         "validation": ens.validation,
