@@ -24,7 +24,9 @@ spike-timing-dependent-plasticity learning".
    search is on). With ``"label-split"`` they are the last ``validation_images`` of the pool's
    labelled images (the merged network's labelling pass gives their counts; the search assigns
    labels from the labelled images before them), so the run uses no image beyond the pool.
-5. **Evaluate** (Ray tasks again, one per network): every network, sub-models included, is
+5. **Evaluate** (Ray tasks again, one per pass of each network: label, test, and validation
+   where the search needs it; each pass starts from rest with its own seed, so splitting them
+   changes no count): every network, sub-models included, is
    labelled by its responses (learning off) to labelled training images, then classified on the
    test set, as the Diehl & Cook trainer does: the merged and compressed networks are labelled on
    the last ``diehl_cook.label_images`` images of the pool, sub-model k on the last ones of its
