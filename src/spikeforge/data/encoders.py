@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import torch
 
+from spikeforge import _vector_math
+
+_vector_math.warm_up()  # before any multi-threaded log: see spikeforge._vector_math
+
 __all__ = ["poisson_encode", "latency_encode"]
 
 

@@ -31,7 +31,10 @@ import math
 
 import torch
 
+from spikeforge import _vector_math
 from spikeforge.neuron.surrogates import Surrogate, get_surrogate
+
+_vector_math.warm_up()  # before any multi-threaded exp: see spikeforge._vector_math
 
 __all__ = [
     "lif_scan",

@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from spikeforge import _vector_math
 from spikeforge.stdp.diehl_cook import (
     FLUSH_BELOW,
     DiehlCookNetwork,
@@ -56,6 +57,8 @@ from spikeforge.stdp.diehl_cook import (
     poisson_events,
 )
 from spikeforge.stdp.rules import normalize_columns
+
+_vector_math.warm_up()  # before any multi-threaded exp: see spikeforge._vector_math
 
 __all__ = ["BATCH_REDUCTIONS", "simulate_batch", "present_batch", "run_images_batched"]
 
