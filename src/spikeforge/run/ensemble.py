@@ -292,23 +292,25 @@ def _cached_load(config: RunConfig) -> _EnsembleData:
     return _DATA_CACHE[key]
 
 
+def _pass_images(data: _EnsembleData, which: str, label_indices: np.ndarray) -> np.ndarray:
+    """The images of one pass: the labelling images ``label_indices``, the test set, or the
+    validation split (``which``)."""
+    if which == "label":
+        return data.train_x[label_indices]
+    if which == "test":
+        return data.test_x
+    return data.train_x[data.validation_slice()]
+
+
 def _run_pass(
     config: RunConfig,
-    data: _EnsembleData,
     network: DiehlCookNetwork,
     which: str,
-    label_indices: np.ndarray,
+    images: np.ndarray,
     tick: Any = None,
 ) -> tuple[np.ndarray, float]:
-    """Spike counts (int64 ``[M, N]``) and seconds of one pass, learning off, from rest: over the
-    labelling images ``label_indices``, the test set, or the validation split (``which``), with
-    that pass's encoder seed."""
-    if which == "label":
-        images = data.train_x[label_indices]
-    elif which == "test":
-        images = data.test_x
-    else:
-        images = data.train_x[data.validation_slice()]
+    """Spike counts (int64 ``[M, N]``) and seconds of pass ``which`` over ``images``, learning
+    off, from rest, with that pass's encoder seed."""
     started = time.perf_counter()
     counts = spike_counts(network, images, config.seed + _PASS_SEED_OFFSETS[which], tick)
     return counts, time.perf_counter() - started
@@ -326,17 +328,16 @@ def network_pass_task(
     [M, N], "seconds": ...}``. Runs in a Ray worker, one thread; the passes of one network are
     independent (each starts from rest with its own seed), so they run as separate tasks."""
     _set_worker_threads()
-    data = _cached_load(config)
-    sizes = {"label": len(label_indices), "test": len(data.test_y), "validation": data.validation}
+    images = _pass_images(_cached_load(config), which, label_indices)
     writer = ProgressWriter(Path(progress_path))
     done = [0]
 
     def tick(*_: Any) -> None:
         done[0] += 1
-        writer.update(done[0], sizes[which])
+        writer.update(done[0], len(images))
 
     network = _network(config, weights, theta)
-    counts, seconds = _run_pass(config, data, network, which, label_indices, tick)
+    counts, seconds = _run_pass(config, network, which, images, tick)
     return {"counts": counts.astype(np.int32), "seconds": seconds}
 
 
@@ -385,8 +386,10 @@ def evaluate_network_task(
     _set_worker_threads()
     data = _cached_load(config)
     network = _network(config, weights, theta)
+    passes = ("label", "test", "validation") if validation else ("label", "test")
+    images = {which: _pass_images(data, which, label_indices) for which in passes}
     writer = ProgressWriter(Path(progress_path))
-    total = len(label_indices) + len(data.test_y) + (data.validation if validation else 0)
+    total = sum(len(x) for x in images.values())
     done = [0]
 
     def tick(*_: Any) -> None:
@@ -394,8 +397,8 @@ def evaluate_network_task(
         writer.update(done[0], total)
 
     counts, seconds = {}, {}
-    for which in ("label", "test", "validation") if validation else ("label", "test"):
-        counts[which], seconds[which] = _run_pass(config, data, network, which, label_indices, tick)
+    for which in passes:
+        counts[which], seconds[which] = _run_pass(config, network, which, images[which], tick)
     result = _score(data, label_indices, counts, seconds)
     if keep_counts:
         result["counts"] = {k: v.astype(np.int32) for k, v in counts.items()}
@@ -440,16 +443,17 @@ def _evaluate(
     outputs = run_tasks(
         jobs, max_retries=config.ensemble.max_retries, show_progress=config.train.progress
     )
-    counts: dict[str, dict[str, np.ndarray]] = {name: {} for name in networks}
+    counts: dict[str, dict[str, np.ndarray]] = {name: {} for name in networks}  # int32
     seconds: dict[str, dict[str, float]] = {name: {} for name in networks}
     for (name, which), output in zip(keys, outputs, strict=True):
-        counts[name][which] = output["counts"].astype(np.int64)
+        counts[name][which] = output["counts"]
         seconds[name][which] = output["seconds"]
     results = {}
     for name, (_, _, label_indices) in networks.items():
-        results[name] = _score(data, label_indices, counts[name], seconds[name])
+        scored = {which: c.astype(np.int64) for which, c in counts[name].items()}
+        results[name] = _score(data, label_indices, scored, seconds[name])
         if name == keep_counts_of:
-            results[name]["counts"] = {k: v.astype(np.int32) for k, v in counts[name].items()}
+            results[name]["counts"] = counts[name]
     return results
 
 
