@@ -28,6 +28,7 @@ Three implementations, same numbers:
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -42,6 +43,7 @@ __all__ = [
     "spiking_linear",
     "spiking_linear_reference",
     "resolve_backend",
+    "triton_kernels_for",
 ]
 
 _BACKENDS = ("auto", "torch", "numba")
@@ -70,6 +72,24 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+def triton_kernels_for(tensor: torch.Tensor):
+    """The Triton kernels (:mod:`spikeforge.neuron._triton_kernels`) when they can run on
+    ``tensor``, else None: float32 on CUDA with Triton installed. ``SPIKEFORGE_TRITON=0`` turns
+    them off (the PyTorch loops instead); ``SPIKEFORGE_TRITON=1`` with ``TRITON_INTERPRET=1``
+    runs them on the CPU in Triton's interpreter (slow: for tests)."""
+    wanted = os.environ.get("SPIKEFORGE_TRITON", "")
+    if wanted == "0" or tensor.dtype != torch.float32:
+        return None
+    interpreted = wanted == "1" and os.environ.get("TRITON_INTERPRET") == "1"
+    if not (tensor.is_cuda or interpreted):
+        return None
+    try:
+        from spikeforge.neuron import _triton_kernels
+    except ImportError:
+        return None
+    return _triton_kernels
+
+
 def lif_scan(
     current: torch.Tensor, beta: float, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +103,12 @@ def lif_scan(
     Returns:
         ``(spikes, membrane)``, both ``[T, ...]``: spikes as the current's dtype (0/1) and the
         pre-reset membrane ``u[k]`` (what the surrogate is evaluated at; plotted as the trace).
+        On CUDA one Triton kernel runs all steps (:func:`triton_kernels_for`; same numbers).
     """
+    kernels = triton_kernels_for(current)
+    if kernels is not None:
+        spikes, membrane, _ = kernels.lif_forward(current, beta, threshold)
+        return spikes, membrane
     v = torch.zeros_like(current[0])
     spikes = torch.empty_like(current)
     membrane = torch.empty_like(current)
@@ -301,6 +326,9 @@ def dense_bptt_grads(
 
 
 def _torch_bptt(grad_spikes, surrogate_grad, spikes_u8, beta):
+    kernels = triton_kernels_for(grad_spikes)
+    if kernels is not None:
+        return kernels.lif_backward(grad_spikes, surrogate_grad, spikes_u8, beta)
     keep = beta * (1 - spikes_u8.to(grad_spikes.dtype))
     grad_current = torch.empty(
         grad_spikes.shape, dtype=grad_spikes.dtype, device=grad_spikes.device

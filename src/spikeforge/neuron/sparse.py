@@ -36,10 +36,14 @@ spike ``i`` and dots it with ``W[:, i]`` per upstream active entry: contiguous r
 whose number follows the input spikes and the active entries, not ``T * B``. When the input
 comes from another sparse layer, the input gradient is sent back at that layer's active entries
 only (a sparse COO tensor); the accumulator readout (:func:`sparse_readout`) does the same. The
-PyTorch backend (any device; the CUDA path) does the same work in whole-tensor operations
+PyTorch backend does the same work in whole-tensor operations
 (:mod:`spikeforge.neuron.sparse_torch`): entries gathered by one sort, the chain recurrence by
 pointer jumping, the weight and input gradients as sparse-dense products; it keeps the entries
-and the input spikes' coordinates for backward and passes dense input gradients between layers.
+and the input spikes as compressed rows of ``X^T`` for backward and passes dense input gradients
+between layers. On CUDA with Triton (:mod:`spikeforge.neuron._triton_kernels`) one kernel scans
+the membrane and counts each neuron's active entries, a second lists them neuron by neuron at
+offsets from those counts, and in backward a third writes ``dL/dnet`` from the entries alone;
+the products are then ``X^T D`` (``X^T`` sparse) and ``D W``.
 """
 
 from __future__ import annotations
@@ -55,12 +59,14 @@ from spikeforge.neuron.lif import (
     lif_scan,
     resolve_backend,
     spiking_linear_reference,
+    triton_kernels_for,
 )
 from spikeforge.neuron.sparse_torch import (
     EntryList,
     compact_input,
     gather_active_entries,
     sparse_backward_torch,
+    weight_grad,
 )
 from spikeforge.neuron.surrogates import get_surrogate
 
@@ -335,11 +341,23 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             )
         else:
             current = _dense_current(spikes_in, weight, matmul_dtype)
-            spikes, membrane = lif_scan(current, beta, threshold)
+            kernels = triton_kernels_for(current)
+            ctx.by_column = kernels is not None
+            if ctx.by_column:  # CUDA: Triton kernels, entries listed column by column
+                spikes, membrane, counts = kernels.lif_forward(current, beta, threshold, bound)
+                offsets, step, offset, successor, span_start = kernels.gather_entries(
+                    membrane.view(steps, -1), spikes.view(steps, -1), counts, threshold, bound
+                )
+                sigma = surrogate.derivative(offset, scale)
+                entries = (offsets, step, sigma, successor, span_start)
+            else:
+                spikes, membrane = lif_scan(current, beta, threshold)
+                entries = gather_active_entries(
+                    membrane, spikes, threshold, bound, surrogate, scale
+                )
             spike_counts = spikes.sum(0)
-            entries = gather_active_entries(membrane, spikes, threshold, bound, surrogate, scale)
             del membrane
-            n = entries.step.shape[0]
+            n = entries[1].shape[0]
             kept_input = compact_input(_as_spike_bytes(spikes_in, "torch"))
             ctx.save_for_backward(kept_input, weight, *entries)
         ctx.params = (beta, backend, steps, batch, width)
@@ -360,6 +378,10 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
         want_input = ctx.needs_input_grad[0] and ctx.input_is_float
         if backend == "numba":
             grad_weight, grad_input = _numba_backward(
+                ctx, grad_spikes, grad_counts, beta, want_weight, want_input
+            )
+        elif ctx.by_column:
+            grad_weight, grad_input = _triton_backward(
                 ctx, grad_spikes, grad_counts, beta, want_weight, want_input
             )
         else:
@@ -388,6 +410,26 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
 
 def _dense(grad: torch.Tensor) -> torch.Tensor:
     return grad.to_dense() if grad.is_sparse else grad
+
+
+def _triton_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input):
+    """The CUDA form: ``D = dL/dnet`` ``[T*B, O]`` from the entries by one Triton kernel
+    (zero outside their spans), then ``dL/dW = D^T X`` (``X`` sparse) and ``dL/dX = D W``."""
+    from spikeforge.neuron import _triton_kernels as kernels
+
+    kept_input, weight, *entries = ctx.saved_tensors
+    steps, batch, in_width = ctx.input_shape
+    if grad_spikes is not None:
+        grad_spikes = _dense(grad_spikes).reshape(steps, -1).to(weight.dtype)
+        if grad_spikes.stride(-1) != 1:
+            grad_spikes = grad_spikes.contiguous()
+    if grad_counts is not None:
+        grad_counts = grad_counts.reshape(-1).to(weight.dtype)
+    grad_current = kernels.sparse_backward_current(grad_spikes, grad_counts, entries, steps, beta)
+    grad_current = grad_current.view(steps * batch, -1)
+    grad_weight = weight_grad(grad_current, kept_input, in_width) if want_weight else None
+    grad_input = grad_current @ weight.detach() if want_input else None
+    return grad_weight, grad_input
 
 
 def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input):

@@ -1,9 +1,10 @@
-"""The sparse spiking backward in PyTorch tensor operations (any device; the CUDA path).
+"""The sparse spiking backward in PyTorch tensor operations (any device).
 
 Perez-Nieves & Goodman, "Sparse Spiking Gradient Descent" (NeurIPS 2021); the equations are in
 :mod:`spikeforge.neuron.sparse`. The Numba kernels there walk the active entries one batch item at
-a time; on a GPU the same work is written here as whole-tensor operations, none of which loops
-over time steps or entries in Python:
+a time; here the same work is written as whole-tensor operations, none of which loops over time
+steps or entries in Python (on CUDA with Triton, :mod:`spikeforge.neuron._triton_kernels` takes
+the entries and the recurrence instead; :func:`compact_input` and :func:`weight_grad` serve both):
 
 * forward (:func:`gather_active_entries`): the active entries ``(t, b, j)`` of the pre-reset
   membrane, ``sigma'`` at each, the first step of each entry's span (one after the neuron's
@@ -14,20 +15,25 @@ over time steps or entries in Python:
   linear recurrence along each neuron's chain of successors, solved by pointer jumping in
   ``ceil(log2(T + 1))`` rounds; each entry's span ``D[t, b, j] = beta^(t_e - t) d[e]`` for
   ``span_start[e] <= t <= t_e`` becomes a matrix ``D`` ``[T*B, O]``; then ``dL/dW^T = X^T D``
-  (``X``: the input spikes, as a sparse matrix) and ``dL/dX = D W`` (``D`` sparse) are
-  sparse-dense products.
+  (``X^T``: the input spikes, as a compressed-sparse-row matrix) and ``dL/dX = D W`` (``D``
+  sparse) are sparse-dense products.
 
 Nothing of size ``T * B * O`` or ``T * B * I`` is kept for backward: the entries (a few per cent
-of ``T * B * O`` at most), the coordinates of the input spikes (or its bytes, if smaller) and the
-weight.
+of ``T * B * O`` at most), the input spikes as compressed rows of ``X^T`` (or its bytes, if
+smaller) and the weight.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
+
+# the CSR input and the COO spans are built by this module from valid indices
+warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+warnings.filterwarnings("ignore", "Sparse invariant checks are implicitly disabled", UserWarning)
 
 __all__ = [
     "EntryList",
@@ -35,6 +41,7 @@ __all__ = [
     "compact_input",
     "solve_chains",
     "sparse_backward_torch",
+    "weight_grad",
 ]
 
 
@@ -107,20 +114,37 @@ def solve_chains(
 
 
 def compact_input(inputs_u8: torch.Tensor) -> torch.Tensor:
-    """What the backward keeps of the ``[T, B, I]`` 0/1 input: the row ``t * B + b`` and column
-    ``i`` of every spike as int32 ``[2, n]`` when that is smaller (fewer than one spike in eight
-    entries), else the bytes themselves."""
+    """What the backward keeps of the ``[T, B, I]`` 0/1 input: the transposed input ``X^T``
+    ``[I, T*B]`` in compressed sparse rows when that is smaller (fewer than one spike in eight
+    entries), as one int32 tensor: the ``I + 1`` row offsets, then the row ``t * B + b`` of every
+    spike, input by input; else the bytes themselves."""
     flat = inputs_u8.reshape(-1, inputs_u8.shape[-1])
-    count = int(torch.count_nonzero(flat))
-    if 8 * count >= flat.numel() or flat.numel() >= 2**31:
+    if flat.numel() >= 2**31:
         return inputs_u8
-    return torch.stack(flat.nonzero(as_tuple=True)).to(torch.int32)
+    offsets = torch.zeros(flat.shape[1] + 1, dtype=torch.int64, device=flat.device)
+    torch.cumsum(flat.sum(0, dtype=torch.int64), 0, out=offsets[1:])
+    if 8 * int(offsets[-1]) >= flat.numel():
+        return inputs_u8
+    rows = flat.t().nonzero()[:, 1]  # sorted by input, then by row
+    return torch.cat([offsets, rows]).to(torch.int32)
 
 
-def _input_coordinates(kept: torch.Tensor, in_width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if kept.dtype == torch.int32:
-        return kept[0].long(), kept[1].long()
-    return kept.reshape(-1, in_width).nonzero(as_tuple=True)
+def weight_grad(grad_current: torch.Tensor, kept_input: torch.Tensor, in_width: int):
+    """``dL/dW = D^T X`` ``[O, I]`` from ``D = dL/dnet`` ``[T*B, O]`` and the layer's input
+    kept by :func:`compact_input`: ``(X^T D)^T`` with ``X^T`` a sparse (CSR) matrix, or a dense
+    product when the bytes were kept."""
+    rows = grad_current.shape[0]
+    if kept_input.dtype == torch.uint8:
+        return grad_current.t() @ kept_input.reshape(rows, in_width).to(grad_current.dtype)
+    offsets, spike_rows = kept_input[: in_width + 1], kept_input[in_width + 1 :]
+    inputs_t = torch.sparse_csr_tensor(
+        offsets,
+        spike_rows,
+        torch.ones(spike_rows.shape[0], dtype=grad_current.dtype, device=grad_current.device),
+        (in_width, rows),
+        check_invariants=False,
+    )
+    return (inputs_t @ grad_current).t()
 
 
 def sparse_backward_torch(
@@ -160,14 +184,7 @@ def sparse_backward_torch(
     if want_weight:
         spread = torch.zeros(steps * batch, out_width, dtype=dtype, device=device)
         spread[rows, columns] = values  # spans of one neuron never overlap: written once each
-        spike_rows, spike_columns = _input_coordinates(kept_input, in_width)
-        inputs_t = torch.sparse_coo_tensor(
-            torch.stack([spike_columns, spike_rows]),
-            torch.ones(spike_rows.shape[0], dtype=dtype, device=device),
-            (in_width, steps * batch),
-            check_invariants=False,
-        )
-        grad_weight = torch.sparse.mm(inputs_t, spread).t()
+        grad_weight = weight_grad(spread, kept_input, in_width)
         del spread
     if want_input:
         spread = torch.sparse_coo_tensor(
