@@ -25,9 +25,9 @@ neither backward pays page faults on fresh pages for its large tensors: on this 
 they made repeats of the same backward differ by half (``--fresh-pages`` turns this off).
 
 Run: ``flock /tmp/spikeforge-timing.lock .venv/bin/python benchmarks/sparse_backward.py``
-(``--device cuda`` on a GPU, where both models run the PyTorch path; ``--backend torch`` runs
-that path on the CPU: its memory is the GPU's, its times are not). Prints one JSON object (see
-/work/shared/BENCHMARKS.md).
+(``--device cuda`` on a GPU, where both models run the Triton kernels, or the PyTorch loops with
+``SPIKEFORGE_TRITON=0``; ``--backend torch`` runs the PyTorch path on the CPU). Prints one JSON
+object (see /work/shared/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from _common import (
 )
 
 from spikeforge.data import latency_encode, load_vision
+from spikeforge.neuron.lif import triton_kernels_for
 from spikeforge.run.bptt import build_model
 from spikeforge.run.config import load_config
 
@@ -177,6 +178,13 @@ def _bound_scaling(args, spikes, labels, device, repeats) -> list[dict]:
     return rows
 
 
+def _cuda_kernels(device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return None
+    probe = torch.empty(1, device=device)
+    return "triton" if triton_kernels_for(probe) is not None else "pytorch loops"
+
+
 def main() -> None:
     parser = base_parser(__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -262,6 +270,8 @@ def main() -> None:
             "steps": 100,
             "config": args.config.name,
             "backend": args.backend,
+            # on CUDA: the Triton kernels, or the PyTorch loops (SPIKEFORGE_TRITON=0)
+            "cuda_kernels": _cuda_kernels(device),
             "peer": "spikeforge dense backward (same forward, same weights)",
             "allocator": allocator,
             "ratios": ratios,
