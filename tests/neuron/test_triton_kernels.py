@@ -23,7 +23,7 @@ from spikeforge.neuron.sparse import (  # noqa: E402
     sparse_spiking_linear,
     spiking_linear_masked_reference,
 )
-from spikeforge.neuron.sparse_torch import gather_active_entries  # noqa: E402
+from spikeforge.neuron.sparse_torch import compact_input, gather_active_entries  # noqa: E402
 from spikeforge.neuron.surrogates import get_surrogate  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -72,13 +72,25 @@ def test_backward_scan_is_bit_identical_to_the_loop(no_triton):
     assert torch.equal(kernels.lif_backward(broadcast, slope, spikes_u8, 0.9), expected)
 
 
+def _entries(membrane, spikes, counts, bound, threshold=1.0):
+    steps = membrane.shape[0]
+    offsets = kernels.column_offsets(counts)
+    listed = kernels.gather_entries(
+        membrane.view(steps, -1),
+        spikes.view(steps, -1),
+        offsets,
+        int(offsets[-1]),
+        threshold,
+        bound,
+    )
+    return (offsets, *listed)
+
+
 @pytest.mark.parametrize("bound", [0.2, 0.6, math.inf])
 def test_entries_are_the_sorted_torch_list_column_by_column(bound):
     current = _current(3)
     spikes, membrane, counts = kernels.lif_forward(current, 0.9, 1.0, bound)
-    offsets, step, offset, successor, span_start = kernels.gather_entries(
-        membrane.view(30, -1), spikes.view(30, -1), counts, 1.0, bound
-    )
+    offsets, step, offset, successor, span_start = _entries(membrane, spikes, counts, bound)
     surrogate = get_surrogate("inverse-square")
     expected = gather_active_entries(membrane, spikes, 1.0, bound, surrogate, 10.0)
     width = current.shape[2]
@@ -97,12 +109,28 @@ def test_entries_of_a_hand_made_trace():
     u = torch.tensor([0.1, 0.85, 1.1, 1.5, 0.9, 0.95, 0.2], device=DEVICE).view(7, 1)
     s = (u >= 1).float()
     counts = ((u - 1).abs() < 0.2).sum(0).to(torch.int32)
-    offsets, step, _, successor, span_start = kernels.gather_entries(u, s, counts, 1.0, 0.2)
+    offsets, step, _, successor, span_start = _entries(u, s, counts, 0.2)
     assert offsets.tolist() == [0, 4]
     assert step.tolist() == [1, 2, 4, 5]
     # entry 1 chains to 2; entry 2 fired; entry 4 chains to 5 (index 3); 5 is the last
     assert successor.tolist() == [1, -1, 3, -1]
     assert span_start.tolist() == [0, 2, 4, 5]
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.3])
+def test_input_rows_are_compact_inputs_csr(density):
+    gen = torch.Generator().manual_seed(9)
+    x = (torch.rand(30, 4, 50, generator=gen) < density).to(torch.uint8)
+    x[3, 1, 7] = 1  # at least one spike
+    flat = x.view(-1, 50).to(DEVICE)
+    offsets = kernels.column_offsets(flat.sum(0, dtype=torch.int64))
+    kept = kernels.input_rows(flat, offsets, int(offsets[-1]))
+    rows = [r for i in range(50) for r in flat[:, i].nonzero().flatten().tolist()]
+    assert kept.dtype == torch.int32
+    assert kept[:51].tolist() == offsets.tolist()
+    assert kept[51:].tolist() == rows
+    if 8 * len(rows) < flat.numel():
+        assert torch.equal(kept, compact_input(flat.view(30, 4, 50)))
 
 
 def _masked_current_grad(membrane, spikes, grad, beta, bound, surrogate, scale):
@@ -117,9 +145,7 @@ def test_sparse_backward_current_equals_the_masked_dense_recurrence(no_triton, b
     current = _current(4)
     spikes, membrane, counts = kernels.lif_forward(current, 0.9, 1.0, bound)
     flat_u, flat_s = membrane.view(30, -1), spikes.view(30, -1)
-    offsets, step, offset, successor, span_start = kernels.gather_entries(
-        flat_u, flat_s, counts, 1.0, bound
-    )
+    offsets, step, offset, successor, span_start = _entries(flat_u, flat_s, counts, bound)
     surrogate = get_surrogate("fast-sigmoid")
     sigma = surrogate.derivative(offset, 5.0)
     gen = torch.Generator().manual_seed(5)
@@ -147,17 +173,18 @@ def _layer_grads(layer, x, w, g):
     return out, gx, gw
 
 
-def _layer_problem(seed):
+def _layer_problem(seed, density=0.15):
     gen = torch.Generator().manual_seed(seed)
-    x = (torch.rand(25, 4, 40, generator=gen) < 0.15).float().to(DEVICE)
+    x = (torch.rand(25, 4, 40, generator=gen) < density).float().to(DEVICE)
     w = (torch.randn(30, 40, generator=gen) * 0.8).to(DEVICE)
     g = torch.randn(25, 4, 30, generator=gen).to(DEVICE)
     return x, w, g
 
 
-@pytest.mark.parametrize("bound", [0.3, math.inf])
-def test_sparse_layer_through_the_kernels_equals_the_masked_oracle(monkeypatch, bound):
-    x, w, g = _layer_problem(6)
+@pytest.mark.parametrize("bound,density", [(0.3, 0.15), (math.inf, 0.15), (0.3, 0.05)])
+def test_sparse_layer_through_the_kernels_equals_the_masked_oracle(monkeypatch, bound, density):
+    """Input kept as bytes (15% spikes) or as compressed rows (5%)."""
+    x, w, g = _layer_problem(6, density)
 
     def sparse(a, b):
         return sparse_spiking_linear(a, b, 0.9, 1.0, "inverse-square", None, bound, "torch")
@@ -187,3 +214,10 @@ def test_dense_layer_through_the_kernels_equals_the_loops(monkeypatch):
     expected = _layer_grads(dense, x, w, g)
     for a, b in zip(got, expected, strict=True):
         assert torch.equal(a, b)
+
+
+def test_sparse_layer_through_the_kernels_refuses_a_non_binary_input(use_triton):
+    x, w, _ = _layer_problem(8)
+    x[0, 0, :3] = 0.5
+    with pytest.raises(ValueError, match="3 input values are neither 0 nor 1"):
+        sparse_spiking_linear(x, w, 0.9, 1.0, "inverse-square", None, 0.3, "torch")

@@ -13,7 +13,9 @@ each program takes ``BLOCK`` neurons (columns of the ``[T, B*N]`` layout) throug
   start (one after the column's previous event: active entry or spike) and its successor (the
   next event, when that is an active entry and this entry did not fire): the same list as
   :func:`spikeforge.neuron.sparse_torch.gather_active_entries`, written directly at offsets from
-  the counts instead of by a sort.
+  the counts (:func:`column_offsets`) instead of by a sort.
+* :func:`input_rows`: the layer's 0/1 input ``X`` as compressed sparse rows of ``X^T`` (one
+  program per input, a prefix sum per chunk of rows): what the sparse backward keeps of it.
 * :func:`sparse_backward_current`: ``D[t] = dL/dnet[t]`` from the entries alone (Perez-Nieves &
   Goodman's sparse backward): at entry ``e``, ``D = g sigma' + beta D[t+1]`` when ``e`` has a
   successor, ``g sigma'`` otherwise; between entries ``D`` decays by ``beta`` back to the span
@@ -35,7 +37,14 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["lif_forward", "lif_backward", "gather_entries", "sparse_backward_current"]
+__all__ = [
+    "lif_forward",
+    "lif_backward",
+    "column_offsets",
+    "gather_entries",
+    "input_rows",
+    "sparse_backward_current",
+]
 
 _BLOCK = 128
 _NO_FUSION = {"enable_fp_fusion": False}
@@ -196,25 +205,30 @@ def _gather_entries_kernel(
         index += active.to(tl.int64)
 
 
+def column_offsets(counts: torch.Tensor) -> torch.Tensor:
+    """``[0, c0, c0 + c1, ...]`` (int64, ``len(counts) + 1``): where each column's list starts."""
+    offsets = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=counts.device)
+    torch.cumsum(counts.reshape(-1), 0, out=offsets[1:])
+    return offsets
+
+
 def gather_entries(
     membrane: torch.Tensor,
     spikes: torch.Tensor,
-    counts: torch.Tensor,
+    offsets: torch.Tensor,
+    count: int,
     threshold: float,
     bound: float,
 ) -> tuple[torch.Tensor, ...]:
-    """The active entries of ``membrane`` ``[T, C]`` column by column, then by time:
-    ``(offsets [C + 1] int64, step int32, u - threshold, successor int64 (-1: none),
-    span_start int32)``; ``counts`` from :func:`lif_forward` with the same ``bound``."""
+    """The ``count`` active entries of ``membrane`` ``[T, C]`` column by column, then by time:
+    ``(step int32, u - threshold, successor int64 (-1: none), span_start int32)``; ``offsets``:
+    :func:`column_offsets` of the counts from :func:`lif_forward` with the same ``bound``."""
     steps, columns = membrane.shape
-    offsets = torch.zeros(columns + 1, dtype=torch.int64, device=membrane.device)
-    torch.cumsum(counts.reshape(-1), 0, out=offsets[1:])
-    n = int(offsets[-1])
     device = membrane.device
-    step = torch.empty(n, dtype=torch.int32, device=device)
-    offset = torch.empty(n, dtype=membrane.dtype, device=device)
-    successor = torch.full((n,), -1, dtype=torch.int64, device=device)
-    span_start = torch.empty(n, dtype=torch.int32, device=device)
+    step = torch.empty(count, dtype=torch.int32, device=device)
+    offset = torch.empty(count, dtype=membrane.dtype, device=device)
+    successor = torch.full((count,), -1, dtype=torch.int64, device=device)
+    span_start = torch.empty(count, dtype=torch.int32, device=device)
     _gather_entries_kernel[_grid(columns)](
         membrane.contiguous(),
         spikes.contiguous(),
@@ -230,7 +244,42 @@ def gather_entries(
         BLOCK=_BLOCK,
         **_launch_options(),
     )
-    return offsets, step, offset, successor, span_start
+    return step, offset, successor, span_start
+
+
+@triton.jit
+def _input_rows_kernel(
+    inputs, offsets, out, rows, width, CHUNKS: tl.constexpr, BLOCK: tl.constexpr
+):
+    i = tl.program_id(0).to(tl.int64)
+    base = tl.load(offsets + i)
+    for chunk in range(CHUNKS):
+        row = chunk * BLOCK + tl.arange(0, BLOCK)
+        fired = tl.load(inputs + row.to(tl.int64) * width + i, mask=row < rows, other=0) != 0
+        ones = fired.to(tl.int32)
+        tl.store(out + base + tl.cumsum(ones, 0) - ones, row, mask=fired)
+        base += tl.sum(ones, 0)
+
+
+def input_rows(inputs_u8: torch.Tensor, offsets: torch.Tensor, count: int) -> torch.Tensor:
+    """The transposed 0/1 input ``X^T`` of ``inputs_u8`` ``[R, I]`` in compressed sparse rows,
+    as :func:`spikeforge.neuron.sparse_torch.compact_input` keeps it: one int32 tensor of the
+    ``I + 1`` row offsets (``offsets``: :func:`column_offsets` of the spikes per input) and then
+    the ``count`` row numbers of the spikes, input by input, in order."""
+    rows, width = inputs_u8.shape
+    kept = torch.empty(width + 1 + count, dtype=torch.int32, device=inputs_u8.device)
+    kept[: width + 1] = offsets
+    block = 1024
+    _input_rows_kernel[(width,)](
+        inputs_u8.contiguous(),
+        offsets,
+        kept[width + 1 :],
+        rows,
+        width,
+        CHUNKS=triton.cdiv(rows, block),
+        BLOCK=block,
+    )
+    return kept
 
 
 @triton.jit
@@ -288,7 +337,8 @@ def sparse_backward_current(
     beta: float,
 ) -> torch.Tensor:
     """``D`` ``[T, C]`` (``dL/dnet``, zero outside the entries' spans) from ``g = dL/ds`` at
-    the entries of :func:`gather_entries` (``offsets, step, sigma', successor, span_start``);
+    the entries (``offsets`` of :func:`column_offsets`, then ``step, sigma', successor,
+    span_start`` as :func:`gather_entries` lists them);
     ``grad_spikes`` ``[T, C]`` (step stride may be 0), ``grad_counts`` ``[C]``: either may be
     None."""
     offsets, step, surrogate, successor, span_start = entries

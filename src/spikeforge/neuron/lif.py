@@ -216,14 +216,27 @@ def _as_spike_bytes(x: torch.Tensor, backend: str) -> torch.Tensor:
         out = torch.empty(flat.shape, dtype=torch.uint8)
         bad = kernels.to_spikes_checked(flat.numpy(), out.numpy())
     else:
-        out = flat.to(torch.uint8)
-        bad = int((out.to(flat.dtype) != flat).sum())
+        out, bad = spike_bytes_unchecked(flat)
+        bad = int(bad)
     if bad:
-        raise ValueError(
-            f"spiking layers take 0/1 spikes as input, but {bad} input values are neither 0 nor 1; "
-            "encode analog inputs first (spikeforge.data.poisson_encode or latency_encode)"
-        )
+        raise not_binary_error(bad)
     return out.view(x.shape)
+
+
+def spike_bytes_unchecked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+    """``x`` as uint8 and, without waiting for it, the count of values that were neither 0 nor 1
+    (a 0-dim tensor; 0 for a uint8 or bool input). Raise :func:`not_binary_error` if nonzero."""
+    if x.dtype in (torch.uint8, torch.bool):
+        return x.to(torch.uint8), 0
+    out = x.to(torch.uint8)
+    return out, (out.to(x.dtype) != x).sum()
+
+
+def not_binary_error(bad: int) -> ValueError:
+    return ValueError(
+        f"spiking layers take 0/1 spikes as input, but {bad} input values are neither 0 nor 1; "
+        "encode analog inputs first (spikeforge.data.poisson_encode or latency_encode)"
+    )
 
 
 class _SpikingLinearFunction(torch.autograd.Function):

@@ -57,7 +57,9 @@ from spikeforge.neuron.lif import (
     _as_spike_bytes,
     _check_layer_shapes,
     lif_scan,
+    not_binary_error,
     resolve_backend,
+    spike_bytes_unchecked,
     spiking_linear_reference,
     triton_kernels_for,
 )
@@ -344,21 +346,18 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             kernels = triton_kernels_for(current)
             ctx.by_column = kernels is not None
             if ctx.by_column:  # CUDA: Triton kernels, entries listed column by column
-                spikes, membrane, counts = kernels.lif_forward(current, beta, threshold, bound)
-                offsets, step, offset, successor, span_start = kernels.gather_entries(
-                    membrane.view(steps, -1), spikes.view(steps, -1), counts, threshold, bound
+                spikes, entries, kept_input = _triton_forward(
+                    kernels, spikes_in, current, (beta, threshold, bound, surrogate, scale)
                 )
-                sigma = surrogate.derivative(offset, scale)
-                entries = (offsets, step, sigma, successor, span_start)
             else:
                 spikes, membrane = lif_scan(current, beta, threshold)
                 entries = gather_active_entries(
                     membrane, spikes, threshold, bound, surrogate, scale
                 )
+                del membrane
+                kept_input = compact_input(_as_spike_bytes(spikes_in, "torch"))
             spike_counts = spikes.sum(0)
-            del membrane
             n = entries[1].shape[0]
-            kept_input = compact_input(_as_spike_bytes(spikes_in, "torch"))
             ctx.save_for_backward(kept_input, weight, *entries)
         ctx.params = (beta, backend, steps, batch, width)
         ctx.input_shape = tuple(spikes_in.shape)
@@ -410,6 +409,30 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
 
 def _dense(grad: torch.Tensor) -> torch.Tensor:
     return grad.to_dense() if grad.is_sparse else grad
+
+
+def _triton_forward(kernels, spikes_in, current, constants):
+    """Spikes ``[T, B, O]``, the entries listed by column and the kept input of the CUDA form;
+    the sizes of the entry list and of the input's rows and the input check are read from the
+    GPU together, once."""
+    beta, threshold, bound, surrogate, scale = constants
+    steps = current.shape[0]
+    spikes, membrane, counts = kernels.lif_forward(current, beta, threshold, bound)
+    inputs_u8, bad = spike_bytes_unchecked(spikes_in)
+    flat_input = inputs_u8.reshape(-1, inputs_u8.shape[-1])
+    offsets = kernels.column_offsets(counts)
+    input_offsets = kernels.column_offsets(flat_input.sum(0, dtype=torch.int64))
+    bad = torch.as_tensor(bad, device=offsets.device)
+    n, n_spikes, bad = torch.stack([offsets[-1], input_offsets[-1], bad]).tolist()
+    if bad:
+        raise not_binary_error(bad)
+    step, offset, successor, span_start = kernels.gather_entries(
+        membrane.view(steps, -1), spikes.view(steps, -1), offsets, n, threshold, bound
+    )
+    entries = (offsets, step, surrogate.derivative(offset, scale), successor, span_start)
+    compact = 8 * n_spikes < flat_input.numel() < 2**31  # as compact_input decides
+    kept = kernels.input_rows(flat_input, input_offsets, n_spikes) if compact else inputs_u8
+    return spikes, entries, kept
 
 
 def _triton_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input):
