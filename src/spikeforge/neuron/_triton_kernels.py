@@ -60,6 +60,14 @@ def _launch_options() -> dict:
 
 
 @triton.jit
+def _program_columns(columns, BLOCK: tl.constexpr):
+    """This program's ``BLOCK`` columns of a ``[T, columns]`` tensor, which of them exist, and
+    ``columns`` as int64 (so that ``t * stride + column`` cannot overflow int32)."""
+    column = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return column, column < columns, tl.zeros([BLOCK], dtype=tl.int64) + columns
+
+
+@triton.jit
 def _lif_forward_kernel(
     current,
     spikes,
@@ -73,9 +81,7 @@ def _lif_forward_kernel(
     COUNT: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    column = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = column < columns
-    stride = tl.zeros([BLOCK], dtype=tl.int64) + columns  # int64 offsets t * columns
+    column, inside, stride = _program_columns(columns, BLOCK)
     v = tl.zeros([BLOCK], dtype=tl.float32)
     active = tl.zeros([BLOCK], dtype=tl.int32)
     for t in range(STEPS):
@@ -131,9 +137,7 @@ def _lif_backward_kernel(
     beta,
     BLOCK: tl.constexpr,
 ):
-    column = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = column < columns
-    stride = tl.zeros([BLOCK], dtype=tl.int64) + columns  # int64 offsets t * columns
+    column, inside, stride = _program_columns(columns, BLOCK)
     carry = tl.zeros([BLOCK], dtype=tl.float32)
     grad_stride = tl.zeros([BLOCK], dtype=tl.int64) + grad_step_stride
     for back in range(STEPS):
@@ -183,9 +187,7 @@ def _gather_entries_kernel(
     bound,
     BLOCK: tl.constexpr,
 ):
-    column = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = column < columns
-    stride = tl.zeros([BLOCK], dtype=tl.int64) + columns  # int64 offsets t * columns
+    column, inside, stride = _program_columns(columns, BLOCK)
     index = tl.load(offsets + column, mask=inside, other=0)
     last_event = tl.full([BLOCK], -1, dtype=tl.int32)
     open_entry = tl.full([BLOCK], -1, dtype=tl.int64)  # an entry whose successor is not yet known
@@ -300,9 +302,7 @@ def _sparse_backward_kernel(
     HAS_COUNTS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    column = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = column < columns
-    stride = tl.zeros([BLOCK], dtype=tl.int64) + columns  # int64 offsets t * columns
+    column, inside, stride = _program_columns(columns, BLOCK)
     first = tl.load(offsets + column, mask=inside, other=0)
     entry = tl.load(offsets + column + 1, mask=inside, other=0) - 1  # the column's last entry
     extra = tl.zeros([BLOCK], dtype=tl.float32)
