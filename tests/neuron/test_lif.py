@@ -181,3 +181,28 @@ def test_first_batch_gradients_are_bit_identical_in_every_process():
         )
         digests.append(done.stdout.strip())
     assert len(digests[0]) == 32 and len(set(digests)) == 1, digests
+
+
+def test_triton_kernels_are_chosen_only_where_they_can_run(monkeypatch):
+    """float32 on CUDA (or forced into Triton's interpreter), never with SPIKEFORGE_TRITON=0,
+    and the PyTorch loops when Triton is not installed."""
+    import sys
+
+    import spikeforge.neuron as neuron_package
+    from spikeforge.neuron.lif import triton_kernels_for
+
+    x = torch.zeros(3, 4)
+    monkeypatch.delenv("SPIKEFORGE_TRITON", raising=False)
+    assert triton_kernels_for(x) is None  # the CPU
+    monkeypatch.setenv("SPIKEFORGE_TRITON", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert triton_kernels_for(x) is None  # the CPU without the interpreter
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert triton_kernels_for(x.double()) is None  # float32 only
+    monkeypatch.setenv("SPIKEFORGE_TRITON", "0")
+    assert triton_kernels_for(x) is None
+    monkeypatch.setenv("SPIKEFORGE_TRITON", "1")
+    monkeypatch.setitem(sys.modules, "triton", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "spikeforge.neuron._triton_kernels", raising=False)
+    monkeypatch.delattr(neuron_package, "_triton_kernels", raising=False)
+    assert triton_kernels_for(x) is None
