@@ -1,4 +1,4 @@
-"""Triton kernels for the LIF layers on CUDA: one launch per scan instead of one per time step.
+"""Triton kernels for the LIF layers on CUDA: one launch per scan instead of several per step.
 
 On a GPU the PyTorch forms of the scans (:func:`spikeforge.neuron.lif.lif_scan`, the reverse
 recurrence of :func:`spikeforge.neuron.lif.dense_bptt_grads`) launch several kernels per time
@@ -27,11 +27,14 @@ differs from :func:`spikeforge.neuron.sparse_torch.sparse_backward_torch` only i
 multiplies by ``beta`` step by step where that one takes ``beta**gap``). float32 only; the
 callers fall back to the PyTorch forms for other dtypes and on the CPU.
 
-Tested against those forms on the CPU with Triton's interpreter (``TRITON_INTERPRET=1``,
-``tests/neuron/test_triton_kernels.py``) and on CUDA in ``tests/test_gpu.py``.
+Tested against those forms in ``tests/neuron/test_triton_kernels.py``, on CUDA where there is a
+GPU and on the CPU in Triton's interpreter (``TRITON_INTERPRET=1``) where there is not;
+``tests/test_gpu.py`` compares the CUDA layers with the CPU's Numba ones.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -56,7 +59,7 @@ def _grid(columns: int):
 
 def _launch_options() -> dict:
     # the interpreter takes no compile options
-    return {} if triton.knobs.runtime.interpret else _NO_FUSION
+    return {} if os.environ.get("TRITON_INTERPRET") == "1" else _NO_FUSION
 
 
 @triton.jit
