@@ -189,6 +189,7 @@ def test_triton_kernels_are_chosen_only_where_they_can_run(monkeypatch):
     import sys
 
     import spikeforge.neuron as neuron_package
+    from spikeforge.neuron import lif
     from spikeforge.neuron.lif import triton_kernels_for
 
     x = torch.zeros(3, 4)
@@ -206,4 +207,7 @@ def test_triton_kernels_are_chosen_only_where_they_can_run(monkeypatch):
     monkeypatch.setitem(sys.modules, "triton", None)  # as if not installed
     monkeypatch.delitem(sys.modules, "spikeforge.neuron._triton_kernels", raising=False)
     monkeypatch.delattr(neuron_package, "_triton_kernels", raising=False)
-    assert triton_kernels_for(x) is None
+    monkeypatch.setattr(lif, "_triton_import", {"failed": False})
+    with pytest.warns(UserWarning, match="Triton is not available .* PyTorch loops"):
+        assert triton_kernels_for(x) is None
+    assert lif._triton_import["failed"]  # not tried again

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 
@@ -83,11 +84,23 @@ def triton_kernels_for(tensor: torch.Tensor):
     interpreted = wanted == "1" and os.environ.get("TRITON_INTERPRET") == "1"
     if not (tensor.is_cuda or interpreted):
         return None
+    if _triton_import["failed"]:
+        return None
     try:
         from spikeforge.neuron import _triton_kernels
-    except ImportError:
+    except ImportError as error:
+        # once: a failed import would otherwise search the path again at every layer call
+        _triton_import["failed"] = True
+        warnings.warn(
+            f"Triton is not available ({error}); spiking layers on CUDA run their scans as "
+            "PyTorch loops, several times slower (pip install triton)",
+            stacklevel=2,
+        )
         return None
     return _triton_kernels
+
+
+_triton_import = {"failed": False}
 
 
 def lif_scan(
