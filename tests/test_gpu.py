@@ -109,3 +109,4 @@ def test_sparse_bptt_run_on_cuda_learns_digits(tmp_path):
     config = load_config(SPARSE_DIGITS, ["train.progress=false", "train.device=cuda"])
     summary = train_bptt(config, tmp_path, log=lambda _: None)
     assert summary["test_accuracy"] > 0.6
+    assert "LIF scans: Triton kernels" in summary["machine"]

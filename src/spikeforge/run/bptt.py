@@ -24,6 +24,7 @@ from tqdm import tqdm
 from spikeforge.data import latency_encode, poisson_encode
 from spikeforge.data.augment import shift_and_flip
 from spikeforge.data.vision import load_vision
+from spikeforge.neuron.lif import triton_kernels_for
 from spikeforge.neuron.sparse import spike_counts
 from spikeforge.nn import SpikingMLP
 from spikeforge.run.checkpoint import (
@@ -571,10 +572,13 @@ def train_bptt(
 
 
 def _machine(device: torch.device) -> str:
-    """The summary's ``machine``: the GPU's name on CUDA, else the CPU and its threads."""
+    """The summary's ``machine``: the GPU's name and what runs the LIF scans on CUDA, else the
+    CPU and its threads."""
     host = f"{platform.machine()} {_cpu_name()}"
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (host {host})"
+        probe = torch.empty(1, device=device)
+        scans = "Triton kernels" if triton_kernels_for(probe) is not None else "PyTorch loops"
+        return f"{torch.cuda.get_device_name(device)} (host {host}; LIF scans: {scans})"
     return f"{host}, {torch.get_num_threads()} threads"
 
 
