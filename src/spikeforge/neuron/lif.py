@@ -238,7 +238,8 @@ def _as_spike_bytes(x: torch.Tensor, backend: str) -> torch.Tensor:
 
 def spike_bytes_unchecked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
     """``x`` as uint8 and, without waiting for it, the count of values that were neither 0 nor 1
-    (a 0-dim tensor; 0 for a uint8 or bool input). Raise :func:`not_binary_error` if nonzero."""
+    (a 0-dim tensor; 0 for a uint8 or bool input); the caller raises :func:`not_binary_error`
+    once it reads a nonzero count."""
     if x.dtype in (torch.uint8, torch.bool):
         return x.to(torch.uint8), 0
     out = x.to(torch.uint8)
@@ -246,6 +247,7 @@ def spike_bytes_unchecked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor |
 
 
 def not_binary_error(bad: int) -> ValueError:
+    """The one-line error for a layer input with ``bad`` values that are not 0 or 1."""
     return ValueError(
         f"spiking layers take 0/1 spikes as input, but {bad} input values are neither 0 nor 1; "
         "encode analog inputs first (spikeforge.data.poisson_encode or latency_encode)"
