@@ -23,7 +23,11 @@ from spikeforge.neuron.sparse import (  # noqa: E402
     sparse_spiking_linear,
     spiking_linear_masked_reference,
 )
-from spikeforge.neuron.sparse_torch import compact_input, gather_active_entries  # noqa: E402
+from spikeforge.neuron.sparse_torch import (  # noqa: E402
+    compact_input,
+    gather_active_entries,
+    offsets_from_counts,
+)
 from spikeforge.neuron.surrogates import get_surrogate  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -74,7 +78,7 @@ def test_backward_scan_is_bit_identical_to_the_loop(no_triton):
 
 def _entries(membrane, spikes, counts, bound, threshold=1.0):
     steps = membrane.shape[0]
-    offsets = kernels.column_offsets(counts)
+    offsets = offsets_from_counts(counts)
     listed = kernels.gather_entries(
         membrane.view(steps, -1),
         spikes.view(steps, -1),
@@ -123,7 +127,7 @@ def test_input_rows_are_compact_inputs_csr(density):
     x = (torch.rand(30, 4, 50, generator=gen) < density).to(torch.uint8)
     x[3, 1, 7] = 1  # at least one spike
     flat = x.view(-1, 50).to(DEVICE)
-    offsets = kernels.column_offsets(flat.sum(0, dtype=torch.int64))
+    offsets = offsets_from_counts(flat.sum(0, dtype=torch.int64))
     kept = kernels.input_rows(flat, offsets, int(offsets[-1]))
     rows = [r for i in range(50) for r in flat[:, i].nonzero().flatten().tolist()]
     assert kept.dtype == torch.int32

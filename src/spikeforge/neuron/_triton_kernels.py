@@ -13,7 +13,8 @@ each program takes ``BLOCK`` neurons (columns of the ``[T, B*N]`` layout) throug
   start (one after the column's previous event: active entry or spike) and its successor (the
   next event, when that is an active entry and this entry did not fire): the same list as
   :func:`spikeforge.neuron.sparse_torch.gather_active_entries`, written directly at offsets from
-  the counts (:func:`column_offsets`) instead of by a sort.
+  the counts (:func:`~spikeforge.neuron.sparse_torch.offsets_from_counts`) instead of by a
+  sort.
 * :func:`input_rows`: the layer's 0/1 input ``X`` as compressed sparse rows of ``X^T`` (one
   program per input, a prefix sum per chunk of rows): what the sparse backward keeps of it.
 * :func:`sparse_backward_current`: ``D[t] = dL/dnet[t]`` from the entries alone (Perez-Nieves &
@@ -43,7 +44,6 @@ import triton.language as tl
 __all__ = [
     "lif_forward",
     "lif_backward",
-    "column_offsets",
     "gather_entries",
     "input_rows",
     "sparse_backward_current",
@@ -210,13 +210,6 @@ def _gather_entries_kernel(
         index += active.to(tl.int64)
 
 
-def column_offsets(counts: torch.Tensor) -> torch.Tensor:
-    """``[0, c0, c0 + c1, ...]`` (int64, ``len(counts) + 1``): where each column's list starts."""
-    offsets = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=counts.device)
-    torch.cumsum(counts.reshape(-1), 0, out=offsets[1:])
-    return offsets
-
-
 def gather_entries(
     membrane: torch.Tensor,
     spikes: torch.Tensor,
@@ -227,7 +220,8 @@ def gather_entries(
 ) -> tuple[torch.Tensor, ...]:
     """The ``count`` active entries of ``membrane`` ``[T, C]`` column by column, then by time:
     ``(step int32, u - threshold, successor int64 (-1: none), span_start int32)``; ``offsets``:
-    :func:`column_offsets` of the counts from :func:`lif_forward` with the same ``bound``."""
+    :func:`~spikeforge.neuron.sparse_torch.offsets_from_counts` of the counts from
+    :func:`lif_forward` with the same ``bound``."""
     steps, columns = membrane.shape
     device = membrane.device
     step = torch.empty(count, dtype=torch.int32, device=device)
@@ -269,8 +263,9 @@ def _input_rows_kernel(
 def input_rows(inputs_u8: torch.Tensor, offsets: torch.Tensor, count: int) -> torch.Tensor:
     """The transposed 0/1 input ``X^T`` of ``inputs_u8`` ``[R, I]`` in compressed sparse rows,
     as :func:`spikeforge.neuron.sparse_torch.compact_input` keeps it: one int32 tensor of the
-    ``I + 1`` row offsets (``offsets``: :func:`column_offsets` of the spikes per input) and then
-    the ``count`` row numbers of the spikes, input by input, in order."""
+    ``I + 1`` row offsets (``offsets``: the spikes per input through
+    :func:`~spikeforge.neuron.sparse_torch.offsets_from_counts`) and then the ``count`` row
+    numbers of the spikes, input by input, in order."""
     rows, width = inputs_u8.shape
     kept = torch.empty(width + 1 + count, dtype=torch.int32, device=inputs_u8.device)
     kept[: width + 1] = offsets
@@ -340,8 +335,8 @@ def sparse_backward_current(
     beta: float,
 ) -> torch.Tensor:
     """``D`` ``[T, C]`` (``dL/dnet``, zero outside the entries' spans) from ``g = dL/ds`` at
-    the entries (``offsets`` of :func:`column_offsets`, then ``step, sigma', successor,
-    span_start`` as :func:`gather_entries` lists them);
+    the entries (the column ``offsets``, then ``step, sigma', successor, span_start`` as
+    :func:`gather_entries` lists them);
     ``grad_spikes`` ``[T, C]`` (step stride may be 0), ``grad_counts`` ``[C]``: either may be
     None."""
     offsets, step, surrogate, successor, span_start = entries

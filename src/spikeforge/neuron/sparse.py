@@ -67,6 +67,8 @@ from spikeforge.neuron.sparse_torch import (
     EntryList,
     compact_input,
     gather_active_entries,
+    offsets_from_counts,
+    rows_are_smaller,
     sparse_backward_torch,
     weight_grad,
 )
@@ -201,10 +203,8 @@ def _scan_numba(source, weight_t, shape, constants, room_fraction):
         limit.numpy(),
         spike_slots.numpy(),
     )
-    entry_offsets = torch.zeros(batch + 1, dtype=torch.int64)
-    torch.cumsum(counts, 0, out=entry_offsets[1:])
-    spike_offsets = torch.zeros(steps * batch + 1, dtype=torch.int64)
-    torch.cumsum(row_spikes, 0, out=spike_offsets[1:])
+    entry_offsets = offsets_from_counts(counts)
+    spike_offsets = offsets_from_counts(row_spikes)
     item_spikes = row_spikes.view(steps, batch).sum(0)
     entries = _entry_arrays(int(entry_offsets[-1]), dtype)
     fullest = max(int(counts.max()), int(item_spikes.max()))
@@ -266,12 +266,8 @@ def _compact_rows(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         bad = kernels.count_spikes(flat.numpy(), counts.numpy())
     if bad:
-        raise ValueError(
-            f"spiking layers take 0/1 spikes as input, but {bad} input values are neither 0 nor 1; "
-            "encode analog inputs first (spikeforge.data.poisson_encode or latency_encode)"
-        )
-    offsets = torch.zeros(flat.shape[0] + 1, dtype=torch.int64)
-    torch.cumsum(counts, 0, out=offsets[1:])
+        raise not_binary_error(bad)
+    offsets = offsets_from_counts(counts)
     columns = torch.empty(int(offsets[-1]), dtype=_column_dtype(flat.shape[1]))
     if words is not None:
         kernels.gather_spike_words(words, offsets.numpy(), columns.numpy())
@@ -420,8 +416,8 @@ def _triton_forward(kernels, spikes_in, current, constants):
     spikes, membrane, counts = kernels.lif_forward(current, beta, threshold, bound)
     inputs_u8, bad = spike_bytes_unchecked(spikes_in)
     flat_input = inputs_u8.reshape(-1, inputs_u8.shape[-1])
-    offsets = kernels.column_offsets(counts)
-    input_offsets = kernels.column_offsets(flat_input.sum(0, dtype=torch.int64))
+    offsets = offsets_from_counts(counts)
+    input_offsets = offsets_from_counts(flat_input.sum(0, dtype=torch.int64))
     bad = torch.as_tensor(bad, device=offsets.device)
     n, n_spikes, bad = torch.stack([offsets[-1], input_offsets[-1], bad]).tolist()
     if bad:
@@ -430,7 +426,7 @@ def _triton_forward(kernels, spikes_in, current, constants):
         membrane.view(steps, -1), spikes.view(steps, -1), offsets, n, threshold, bound
     )
     entries = (offsets, step, surrogate.derivative(offset, scale), successor, span_start)
-    compact = 8 * n_spikes < flat_input.numel() < 2**31  # as compact_input decides
+    compact = rows_are_smaller(n_spikes, flat_input.numel())
     kept = kernels.input_rows(flat_input, input_offsets, n_spikes) if compact else inputs_u8
     return spikes, entries, kept
 

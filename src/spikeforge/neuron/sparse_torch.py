@@ -39,6 +39,8 @@ __all__ = [
     "EntryList",
     "gather_active_entries",
     "compact_input",
+    "offsets_from_counts",
+    "rows_are_smaller",
     "solve_chains",
     "sparse_backward_torch",
     "weight_grad",
@@ -113,17 +115,28 @@ def solve_chains(
     return total[:n]
 
 
+def offsets_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """``[0, c0, c0 + c1, ...]`` (int64, ``counts.numel() + 1``, on the counts' device): where
+    each row's (or column's) list starts in a compressed layout."""
+    offsets = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=counts.device)
+    torch.cumsum(counts.reshape(-1), 0, out=offsets[1:])
+    return offsets
+
+
+def rows_are_smaller(spikes: int, entries: int) -> bool:
+    """Whether :func:`compact_input` keeps an input of ``entries`` 0/1 values with ``spikes``
+    ones as compressed rows (fewer than one spike in eight, int32 indices) or as its bytes."""
+    return 8 * spikes < entries < 2**31
+
+
 def compact_input(inputs_u8: torch.Tensor) -> torch.Tensor:
     """What the backward keeps of the ``[T, B, I]`` 0/1 input: the transposed input ``X^T``
-    ``[I, T*B]`` in compressed sparse rows when that is smaller (fewer than one spike in eight
-    entries), as one int32 tensor: the ``I + 1`` row offsets, then the row ``t * B + b`` of every
-    spike, input by input; else the bytes themselves."""
+    ``[I, T*B]`` in compressed sparse rows when that is smaller (:func:`rows_are_smaller`), as
+    one int32 tensor: the ``I + 1`` row offsets, then the row ``t * B + b`` of every spike, input
+    by input; else the bytes themselves."""
     flat = inputs_u8.reshape(-1, inputs_u8.shape[-1])
-    if flat.numel() >= 2**31:
-        return inputs_u8
-    offsets = torch.zeros(flat.shape[1] + 1, dtype=torch.int64, device=flat.device)
-    torch.cumsum(flat.sum(0, dtype=torch.int64), 0, out=offsets[1:])
-    if 8 * int(offsets[-1]) >= flat.numel():
+    offsets = offsets_from_counts(flat.sum(0, dtype=torch.int64))
+    if not rows_are_smaller(int(offsets[-1]), flat.numel()):
         return inputs_u8
     rows = flat.t().nonzero()[:, 1]  # sorted by input, then by row
     return torch.cat([offsets, rows]).to(torch.int32)
