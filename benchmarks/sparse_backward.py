@@ -50,7 +50,7 @@ from _common import (
 )
 
 from spikeforge.data import latency_encode, load_vision
-from spikeforge.neuron.lif import triton_kernels_for
+from spikeforge.neuron.lif import cuda_scan_kernels
 from spikeforge.run.bptt import build_model
 from spikeforge.run.config import load_config
 
@@ -178,13 +178,6 @@ def _bound_scaling(args, spikes, labels, device, repeats) -> list[dict]:
     return rows
 
 
-def _cuda_kernels(device: torch.device) -> str | None:
-    if device.type != "cuda":
-        return None
-    probe = torch.empty(1, device=device)
-    return "triton" if triton_kernels_for(probe) is not None else "pytorch loops"
-
-
 def main() -> None:
     parser = base_parser(__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -271,7 +264,7 @@ def main() -> None:
             "config": args.config.name,
             "backend": args.backend,
             # on CUDA: the Triton kernels, or the PyTorch loops (SPIKEFORGE_TRITON=0)
-            "cuda_kernels": _cuda_kernels(device),
+            "cuda_kernels": cuda_scan_kernels(device),
             "peer": "spikeforge dense backward (same forward, same weights)",
             "allocator": allocator,
             "ratios": ratios,

@@ -200,9 +200,11 @@ def test_triton_kernels_are_chosen_only_where_they_can_run(monkeypatch):
     assert triton_kernels_for(x) is None  # the CPU without the interpreter
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert triton_kernels_for(x.double()) is None  # float32 only
+    assert lif.cuda_scan_kernels(x.device) is None
     if torch.cuda.is_available():
         monkeypatch.setenv("SPIKEFORGE_TRITON", "0")
         assert triton_kernels_for(x.cuda()) is None
+        assert lif.cuda_scan_kernels(torch.device("cuda")) == "PyTorch loops"
         monkeypatch.setenv("SPIKEFORGE_TRITON", "1")
     monkeypatch.setitem(sys.modules, "triton", None)  # as if not installed
     monkeypatch.delitem(sys.modules, "spikeforge.neuron._triton_kernels", raising=False)

@@ -45,6 +45,7 @@ __all__ = [
     "spiking_linear_reference",
     "resolve_backend",
     "triton_kernels_for",
+    "cuda_scan_kernels",
 ]
 
 _BACKENDS = ("auto", "torch", "numba")
@@ -101,6 +102,15 @@ def triton_kernels_for(tensor: torch.Tensor):
 
 
 _triton_import = {"failed": False}
+
+
+def cuda_scan_kernels(device: torch.device) -> str | None:
+    """What runs float32 LIF scans on ``device``: ``"Triton kernels"`` or ``"PyTorch loops"`` on
+    CUDA (:func:`triton_kernels_for`), None elsewhere; for run summaries and benchmark output."""
+    if device.type != "cuda":
+        return None
+    probe = torch.empty(1, device=device)
+    return "Triton kernels" if triton_kernels_for(probe) is not None else "PyTorch loops"
 
 
 def lif_scan(

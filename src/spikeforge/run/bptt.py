@@ -24,7 +24,7 @@ from tqdm import tqdm
 from spikeforge.data import latency_encode, poisson_encode
 from spikeforge.data.augment import shift_and_flip
 from spikeforge.data.vision import load_vision
-from spikeforge.neuron.lif import triton_kernels_for
+from spikeforge.neuron.lif import cuda_scan_kernels
 from spikeforge.neuron.sparse import spike_counts
 from spikeforge.nn import SpikingMLP
 from spikeforge.run.checkpoint import (
@@ -576,8 +576,7 @@ def _machine(device: torch.device) -> str:
     CPU and its threads."""
     host = f"{platform.machine()} {_cpu_name()}"
     if device.type == "cuda":
-        probe = torch.empty(1, device=device)
-        scans = "Triton kernels" if triton_kernels_for(probe) is not None else "PyTorch loops"
+        scans = cuda_scan_kernels(device)
         return f"{torch.cuda.get_device_name(device)} (host {host}; LIF scans: {scans})"
     return f"{host}, {torch.get_num_threads()} threads"
 
