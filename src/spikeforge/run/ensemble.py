@@ -52,6 +52,7 @@ import os
 import platform
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,19 @@ def _pass_images(data: _EnsembleData, which: str, label_indices: np.ndarray) -> 
     return data.train_x[data.validation_slice()]
 
 
+def _image_ticker(progress_path: str, total: int) -> Callable[..., None]:
+    """A ``tick`` for :func:`spike_counts`: each call counts one image and writes ``done / total``
+    to the task's progress file."""
+    writer = ProgressWriter(Path(progress_path))
+    done = [0]
+
+    def tick(*_: Any) -> None:
+        done[0] += 1
+        writer.update(done[0], total)
+
+    return tick
+
+
 def _run_pass(
     config: RunConfig,
     network: DiehlCookNetwork,
@@ -329,13 +343,7 @@ def network_pass_task(
     independent (each starts from rest with its own seed), so they run as separate tasks."""
     _set_worker_threads()
     images = _pass_images(_cached_load(config), which, label_indices)
-    writer = ProgressWriter(Path(progress_path))
-    done = [0]
-
-    def tick(*_: Any) -> None:
-        done[0] += 1
-        writer.update(done[0], len(images))
-
+    tick = _image_ticker(progress_path, len(images))
     network = _network(config, weights, theta)
     counts, seconds = _run_pass(config, network, which, images, tick)
     return {"counts": counts.astype(np.int32), "seconds": seconds}
@@ -388,13 +396,7 @@ def evaluate_network_task(
     network = _network(config, weights, theta)
     passes = ("label", "test", "validation") if validation else ("label", "test")
     images = {which: _pass_images(data, which, label_indices) for which in passes}
-    writer = ProgressWriter(Path(progress_path))
-    total = sum(len(x) for x in images.values())
-    done = [0]
-
-    def tick(*_: Any) -> None:
-        done[0] += 1
-        writer.update(done[0], total)
+    tick = _image_ticker(progress_path, sum(len(x) for x in images.values()))
 
     counts, seconds = {}, {}
     for which in passes:
