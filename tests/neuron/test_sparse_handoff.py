@@ -63,6 +63,29 @@ def test_numba_stack_equals_torch_stack_and_masked_oracle(seed, mode):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["max", "sum"])
+def test_readout_wider_than_one_lane_block_equals_the_naive_readout(mode):
+    """20 outputs pad to two blocks of 16 lanes; the pad must not leak into scores or grads."""
+    x, w1, _, _ = _weights(3)
+    h1 = sparse_spiking_linear(x, w1, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
+    readout = torch.randn(20, 30, generator=torch.Generator().manual_seed(5)) * 0.3
+    readout.requires_grad_()
+    g = torch.randn(6, 20, generator=torch.Generator().manual_seed(6))
+    scores = sparse_readout(h1, readout, 0.85, mode)
+    h1_ref = h1.detach().float().requires_grad_()
+    readout_ref = readout.detach().clone().requires_grad_()
+    expected = _leaky_readout(h1_ref, readout_ref, 0.85, mode)
+    torch.testing.assert_close(scores, expected)
+    seen = {}
+    h1.register_hook(lambda grad: seen.setdefault("grad", grad))
+    (scores * g).sum().backward()
+    (expected * g).sum().backward()
+    torch.testing.assert_close(readout.grad, readout_ref.grad, rtol=1e-4, atol=1e-6)
+    index = seen["grad"]._indices()
+    reference = h1_ref.grad[index[0], index[1], index[2]]
+    torch.testing.assert_close(seen["grad"]._values(), reference, rtol=1e-4, atol=1e-6)
+
+
 def test_max_readout_shares_the_gradient_between_tied_steps_like_amax():
     """A readout unit that never receives input has v = 0 at every step: all T steps tie."""
     x, w1, _, _ = _weights(2)

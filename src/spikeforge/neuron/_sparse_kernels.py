@@ -386,30 +386,44 @@ def sparse_backward(
                         out[i] += d_t * w_j[i]
 
 
+# The readout's rows are padded to a multiple of READOUT_LANES floats (zeros past the real
+# outputs): loops over a padded row then run as whole vector operations, with no remainder.
+READOUT_LANES = 16
+
+
 @nb.njit(parallel=True, cache=True)
-def readout_forward(offsets, columns, weight_t, beta, use_max, membrane, scores):
+def readout_forward(offsets, columns, weight_t, beta, use_max, membrane, scores, peak_step, ties):
     """Leaky readout of sparse binary input: ``v[t] = beta v[t-1] + W b[t]`` per batch item
-    (``W b[t]`` summed over the spikes of row ``t * B + b``), ``membrane``: ``[B, T, O]``;
-    ``scores[b]`` = ``max_t v[t]`` (``use_max``) or ``(1/T) sum_t v[t]``."""
+    (``W b[t]`` summed over the spikes of row ``t * B + b``; ``weight_t`` is ``W^T`` padded to
+    whole blocks of :data:`READOUT_LANES` columns), ``membrane``: ``[B, T, O]``; ``scores[b]`` =
+    ``max_t v[t]`` (``use_max``) or ``(1/T) sum_t v[t]``. With ``use_max`` also the first step
+    of the maximum (``peak_step[b, o]``) and how many steps reach it (``ties[b, o]``)."""
     batch, steps, width = membrane.shape
+    padded = weight_t.shape[1]
     for b in nb.prange(batch):
-        v = np.zeros(width, dtype=membrane.dtype)
+        v = np.zeros(padded, dtype=membrane.dtype)
         best = np.full(width, -np.inf, dtype=membrane.dtype)
         total = np.zeros(width, dtype=membrane.dtype)
+        first = np.full(width, -1, dtype=np.int32)
+        count = np.zeros(width, dtype=np.int32)
         for t in range(steps):
             r = t * batch + b
-            for o in range(width):
+            for o in range(padded):
                 v[o] *= beta
             for k in range(offsets[r], offsets[r + 1]):
                 w_i = weight_t[columns[k]]
-                for o in range(width):
+                for o in range(padded):
                     v[o] += w_i[o]
             for o in range(width):
                 membrane[b, t, o] = v[o]
-                best[o] = max(best[o], v[o])
                 total[o] += v[o]
+                if v[o] > best[o] or v[o] != v[o]:  # a NaN is the max from then on, as in amax
+                    best[o], first[o], count[o] = v[o], t, 1
+                elif v[o] == best[o]:
+                    count[o] += 1
         for o in range(width):
             scores[b, o] = best[o] if use_max else total[o] / steps
+            peak_step[b, o], ties[b, o] = first[o], count[o]
 
 
 @nb.njit(parallel=True, cache=True, fastmath=_VECTOR_MATH)
@@ -417,7 +431,10 @@ def readout_backward(
     grad_scores,
     membrane,
     scores,
-    beta,
+    peak_step,
+    ties,
+    beta_powers,
+    beta_sums,
     use_max,
     offsets,
     columns,
@@ -431,50 +448,54 @@ def readout_backward(
     want_weight,
     want_upstream,
 ):
-    """Backward of :func:`readout_forward` from ``grad_scores`` ``[B, O]`` (``membrane``:
-    ``[B, T, O]``).
+    """Backward of :func:`readout_forward` from ``grad_scores`` ``[B, O]``.
 
-    ``dL/dv[t] = g / n_ties`` where ``v[t]`` equals the max (``use_max``; ties share, as
-    ``torch.amax``), else ``g / T``; ``c[t] = dL/d(W b[t]) = sum_{t' >= t} beta^(t'-t) dL/dv[t']``
-    (``row_buffers[thread]``, ``[T, O]``); then ``dW^T[i, :] += c[t]`` for every input spike
-    ``i`` of row ``t * B + b`` and ``up_values[u] = c[t] . W^T[up_neuron[u], :]`` at the
-    upstream layer's active entries ``u`` (all the upstream sparse backward reads).
+    ``c[t] = dL/d(W b[t]) = sum_{t' >= t} beta^(t'-t) dL/dv[t']`` (``row_buffers[thread]``,
+    ``[T, O]`` padded like ``weight_t``), in closed form rather than by the recurrence:
+    ``dL/dv[t'] = g / n_ties`` at the steps where ``v`` equals the max (``use_max``; ties share, as
+    ``torch.amax``), so ``c[t] = (g / n_ties) sum over tied t' >= t of beta^(t'-t)``; else
+    ``dL/dv = g / T`` at every step and ``c[t] = (g / T) sum_{k < T-t} beta^k``
+    (``beta_powers[k] = beta^k``, ``beta_sums[k] = sum_{m < k} beta^m``). Then
+    ``dW^T[i, :] += c[t]`` for every input spike ``i`` of row ``t * B + b`` and
+    ``up_values[u] = c[t] . W^T[up_neuron[u], :]`` at the upstream layer's active entries ``u``
+    (all the upstream sparse backward reads).
     """
     batch, steps, width = membrane.shape
+    padded = weight_t.shape[1]
     for b in nb.prange(batch):
         thread = nb.get_thread_id()
         part = grad_weight_parts[thread]
         c = row_buffers[thread]
-        per_step = np.empty(width, dtype=membrane.dtype)
+        c[:, :] = 0.0
         for o in range(width):
-            per_step[o] = grad_scores[b, o] / steps
-        if use_max:
-            for o in range(width):
-                ties = 0
+            if not use_max:
+                share = grad_scores[b, o] / steps
                 for t in range(steps):
-                    if membrane[b, t, o] == scores[b, o]:
-                        ties += 1
-                per_step[o] = grad_scores[b, o] / max(ties, 1)
-        acc = np.zeros(width, dtype=membrane.dtype)
-        for t in range(steps - 1, -1, -1):
-            for o in range(width):
-                hit = not use_max or membrane[b, t, o] == scores[b, o]
-                acc[o] = beta * acc[o] + (per_step[o] if hit else 0.0)
-                c[t, o] = acc[o]
+                    c[t, o] = share * beta_sums[steps - t]
+            elif ties[b, o] == 1:
+                peak = peak_step[b, o]
+                for t in range(peak + 1):
+                    c[t, o] = grad_scores[b, o] * beta_powers[peak - t]
+            elif ties[b, o] > 1:
+                share = grad_scores[b, o] / ties[b, o]
+                for peak in range(peak_step[b, o], steps):
+                    if membrane[b, peak, o] == scores[b, o]:
+                        for t in range(peak + 1):
+                            c[t, o] += share * beta_powers[peak - t]
         if want_weight:
             for t in range(steps):
                 r = t * batch + b
                 c_t = c[t]
                 for k in range(offsets[r], offsets[r + 1]):
                     part_i = part[columns[k]]
-                    for o in range(width):
+                    for o in range(padded):
                         part_i[o] += c_t[o]
         if want_upstream:
             for u in range(up_offsets[b], up_offsets[b + 1]):
                 c_t = c[up_step[u]]
                 w_i = weight_t[up_neuron[u]]
                 total = c_t[0] * w_i[0]
-                for o in range(1, width):
+                for o in range(1, padded):
                     total += c_t[o] * w_i[o]
                 up_values[u] = total
 

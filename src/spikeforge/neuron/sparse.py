@@ -630,18 +630,35 @@ class _SparseReadoutFunction(torch.autograd.Function):
         from spikeforge.neuron import _sparse_kernels as kernels
 
         steps, batch, _ = spikes_in.shape
+        outputs, inputs = weight.shape
         offsets, columns = upstream.spike_rows
-        weight_t = weight.detach().t().contiguous()
-        membrane = torch.empty(batch, steps, weight.shape[0], dtype=weight.dtype)
-        scores = torch.empty(batch, weight.shape[0], dtype=weight.dtype)
+        # W^T with its rows padded to whole vector blocks (zeros past the outputs)
+        padded = -(-outputs // kernels.READOUT_LANES) * kernels.READOUT_LANES
+        weight_t = torch.zeros(inputs, padded, dtype=weight.dtype)
+        weight_t[:, :outputs] = weight.detach().t()
+        membrane = torch.empty(batch, steps, outputs, dtype=weight.dtype)
+        scores = torch.empty(batch, outputs, dtype=weight.dtype)
+        peak_step = torch.empty(batch, outputs, dtype=torch.int32)
+        ties = torch.empty(batch, outputs, dtype=torch.int32)
         use_max = mode == "max"
-        args = (offsets.numpy(), columns.numpy(), weight_t.numpy())
-        kernels.readout_forward(*args, beta, use_max, membrane.numpy(), scores.numpy())
+        kernels.readout_forward(
+            offsets.numpy(),
+            columns.numpy(),
+            weight_t.numpy(),
+            weight_t.numpy().dtype.type(beta),
+            use_max,
+            membrane.numpy(),
+            scores.numpy(),
+            peak_step.numpy(),
+            ties.numpy(),
+        )
         ctx.upstream, ctx.beta, ctx.use_max = upstream, beta, use_max
         ctx.save_for_backward(
             weight_t,
             membrane,
             scores,
+            peak_step,
+            ties,
             offsets,
             columns,
             upstream.step,
@@ -656,9 +673,9 @@ class _SparseReadoutFunction(torch.autograd.Function):
 
         from spikeforge.neuron import _sparse_kernels as kernels
 
-        weight_t, membrane, scores, offsets, columns, up_step, up_neuron, up_offsets = (
-            ctx.saved_tensors
-        )
+        saved = ctx.saved_tensors
+        weight_t, membrane, scores, peak_step, ties, offsets, columns = saved[:7]
+        up_step, up_neuron, up_offsets = saved[7:]
         _, steps, width = membrane.shape
         want_weight, want_input = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
         threads = numba.get_num_threads()
@@ -666,11 +683,17 @@ class _SparseReadoutFunction(torch.autograd.Function):
             (threads, *weight_t.shape) if want_weight else (1, 1, 1), dtype=weight_t.dtype
         )
         values = torch.zeros(up_step.shape[0] if want_input else 1, dtype=weight_t.dtype)
+        dtype = weight_t.numpy().dtype
+        powers = ctx.beta ** np.arange(steps + 1, dtype=np.float64)
+        sums = np.concatenate([[0.0], np.cumsum(powers[:-1])])  # sum_{m < k} beta^m
         kernels.readout_backward(
             grad_scores.to(weight_t.dtype).contiguous().numpy(),
             membrane.numpy(),
             scores.numpy(),
-            ctx.beta,
+            peak_step.numpy(),
+            ties.numpy(),
+            powers.astype(dtype),
+            sums.astype(dtype),
             ctx.use_max,
             offsets.numpy(),
             columns.numpy(),
@@ -680,11 +703,11 @@ class _SparseReadoutFunction(torch.autograd.Function):
             up_neuron.numpy(),
             values.numpy(),
             parts.numpy(),
-            torch.empty(threads, steps, width, dtype=weight_t.dtype).numpy(),
+            torch.empty(threads, steps, weight_t.shape[1], dtype=weight_t.dtype).numpy(),
             want_weight,
             want_input,
         )
-        grad_weight = parts.transpose(1, 2).sum(0) if want_weight else None
+        grad_weight = parts[:, :, :width].transpose(1, 2).sum(0) if want_weight else None
         grad_input = ctx.upstream.sparse_grad(values) if want_input else None
         return grad_input, grad_weight, None, None, None
 
