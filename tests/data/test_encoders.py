@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from spikeforge._spike_rows import attached_rows
 from spikeforge.data import latency_encode, poisson_encode
 
 
@@ -44,6 +45,33 @@ def test_latency_spike_times():
     assert spikes.sum() == 3  # inputs at or below the threshold never spike
     late = latency_encode(x, 5)
     assert late.sum() == 1  # spikes after the last step are dropped
+
+
+def test_latency_code_carries_its_ones_as_compressed_rows():
+    x = torch.rand(7, 50, generator=torch.Generator().manual_seed(0))
+    spikes = latency_encode(x, 30)
+    # the dense code from the formula, independently of the encoder's kernel
+    expected = torch.zeros(30, 7, 50, dtype=torch.uint8)
+    for b in range(7):
+        for i in range(50):
+            value = float(x[b, i])
+            if value > 0.2:
+                t = math.floor(20 * math.log(value / (value - 0.2)))
+                if t < 30:
+                    expected[t, b, i] = 1
+    assert torch.equal(spikes, expected)
+    offsets, columns = attached_rows(spikes)
+    flat = spikes.reshape(30 * 7, 50)
+    assert offsets.tolist() == [0, *flat.sum(1).cumsum(0).tolist()]
+    assert columns.tolist() == flat.nonzero()[:, 1].tolist()  # row by row, ascending
+
+
+def test_rows_are_not_returned_after_an_in_place_change():
+    spikes = latency_encode(torch.rand(3, 20, generator=torch.Generator().manual_seed(1)), 10)
+    assert attached_rows(spikes) is not None
+    spikes[0, 0, 0] = 1 - spikes[0, 0, 0]
+    assert attached_rows(spikes) is None
+    assert attached_rows(spikes.clone()) is None  # a copy carries no rows
 
 
 @pytest.mark.parametrize(

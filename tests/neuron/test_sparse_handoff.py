@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from spikeforge._spike_rows import attached_rows
+from spikeforge.data import latency_encode
 from spikeforge.neuron.sparse import (
     sparse_readout,
     sparse_spiking_linear,
@@ -84,6 +86,25 @@ def test_readout_wider_than_one_lane_block_equals_the_naive_readout(mode):
     index = seen["grad"]._indices()
     reference = h1_ref.grad[index[0], index[1], index[2]]
     torch.testing.assert_close(seen["grad"]._values(), reference, rtol=1e-4, atol=1e-6)
+
+
+def test_layer_reads_the_rows_an_encoder_attached_and_ignores_them_once_stale():
+    x = torch.rand(6, 40, generator=torch.Generator().manual_seed(7))
+    w = (torch.randn(30, 40, generator=torch.Generator().manual_seed(8)) * 0.7).requires_grad_()
+    spikes = latency_encode(x, 20, tau=5.0)
+    assert attached_rows(spikes) is not None
+
+    def layer(inputs):
+        out = sparse_spiking_linear(inputs, w, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
+        (grad,) = torch.autograd.grad((out * torch.arange(30.0)).sum(), w)
+        return out, grad
+
+    for a, b in zip(layer(spikes), layer(spikes.clone()), strict=True):  # rows vs a scan
+        assert torch.equal(a, b)
+    spikes[3, 2] = 1  # in place: the attached rows no longer describe the tensor
+    assert attached_rows(spikes) is None
+    for a, b in zip(layer(spikes), layer(spikes.clone()), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_max_readout_shares_the_gradient_between_tied_steps_like_amax():

@@ -1,8 +1,10 @@
-"""Numba kernel for Bernoulli rate coding with a counter-based random stream.
+"""Numba kernels of the encoders.
 
-Each (step, sample, input) draws its own uniform number from a SplitMix64 hash of
-``seed`` and its flat index, so the result does not depend on the number of threads and inputs of
-intensity 0 cost nothing (most MNIST pixels are 0).
+Bernoulli rate coding with a counter-based random stream: each (step, sample, input) draws its
+own uniform number from a SplitMix64 hash of ``seed`` and its flat index, so the result does not
+depend on the number of threads and inputs of intensity 0 cost nothing (most MNIST pixels are 0).
+The latency code is written from each input's spike step, together with the same spikes as
+compressed rows (:mod:`spikeforge._spike_rows`).
 """
 
 from __future__ import annotations
@@ -45,3 +47,29 @@ def bernoulli_spikes(probability, steps, seed, out):
                 if p > 0.0 and _uniform(seed, offset + np.uint64(i)) < p:
                     fired = 1
                 out[t, b, i] = fired
+
+
+@nb.njit(cache=True)
+def latency_spikes(step, steps, out, offsets, columns):
+    """The latency code from each input's spike step (``step[b, i]``; no spike where it is
+    negative or at least ``steps``): ones written into the zero-filled ``out`` ``[T, B, N]``, and
+    the same spikes as compressed rows ``r = t * B + b`` of the ``[T*B, N]`` view: ``offsets``
+    ``[T*B + 1]`` (filled here), ``columns`` (sized to the spike count) ascending in each row."""
+    batch, inputs = step.shape
+    offsets[:] = 0
+    for b in range(batch):
+        for i in range(inputs):
+            t = step[b, i]
+            if 0 <= t < steps:
+                offsets[t * batch + b + 1] += 1
+    for r in range(steps * batch):
+        offsets[r + 1] += offsets[r]
+    fill = offsets[:-1].copy()
+    for b in range(batch):
+        for i in range(inputs):
+            t = step[b, i]
+            if 0 <= t < steps:
+                r = t * batch + b
+                columns[fill[r]] = i
+                fill[r] += 1
+                out[t, b, i] = 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from spikeforge import _vector_math
+from spikeforge._spike_rows import attach_rows, column_dtype
 
 _vector_math.warm_up()  # before any multi-threaded log: see spikeforge._vector_math
 
@@ -94,7 +95,9 @@ def latency_encode(
         dt: step length in ms.
 
     Returns:
-        uint8 spikes ``[T, B, N]``, at most one spike per input.
+        uint8 spikes ``[T, B, N]``, at most one spike per input. On the CPU (with Numba) the
+        tensor also carries its ones as compressed rows (:mod:`spikeforge._spike_rows`), which
+        a sparse-backward layer reads instead of scanning the tensor.
     """
     _check_intensities(intensities)
     if steps < 1:
@@ -106,6 +109,21 @@ def latency_encode(
     step = torch.floor(time_ms / dt).long()
     fires &= step < steps
     out = torch.zeros((steps, *x.shape), dtype=torch.uint8, device=x.device)
+    if x.device.type == "cpu":
+        try:
+            from spikeforge.data import _encoder_kernels as kernels
+        except ImportError:  # no Numba: the PyTorch code below
+            kernels = None
+        if kernels is not None:
+            step = torch.where(fires, step, -1).contiguous()
+            batch, inputs = x.shape
+            offsets = torch.empty(steps * batch + 1, dtype=torch.int64)
+            columns = torch.empty(int(fires.sum()), dtype=column_dtype(inputs))
+            kernels.latency_spikes(
+                step.numpy(), steps, out.numpy(), offsets.numpy(), columns.numpy()
+            )
+            attach_rows(out, offsets, columns)
+            return out
     batch_idx, input_idx = fires.nonzero(as_tuple=True)
     out[step[batch_idx, input_idx], batch_idx, input_idx] = 1
     return out

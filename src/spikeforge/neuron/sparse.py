@@ -53,6 +53,7 @@ import math
 import numpy as np
 import torch
 
+from spikeforge._spike_rows import attached_rows, column_dtype
 from spikeforge.neuron.lif import (
     _as_spike_bytes,
     _check_layer_shapes,
@@ -151,11 +152,6 @@ class _ActiveEntries:
 _HANDLE = "_spikeforge_active_entries"
 
 
-def _column_dtype(width: int) -> torch.dtype:
-    """The integer type of the column indices of compressed spike rows ``width`` wide."""
-    return torch.int16 if width <= 32767 else torch.int32
-
-
 # Room for each batch item's active entries (and spikes) in the forward's single scan, as a
 # fraction of T * N, unless the caller passes a hint (``stats["scan_room"]``: SpikingLinear passes
 # a little more than its previous batch's fullest item); an item with more is scanned again with
@@ -192,7 +188,7 @@ def _scan_numba(source, weight_t, shape, constants, room_fraction):
     base = torch.arange(batch, dtype=torch.int64) * room
     limit = torch.full((batch,), room, dtype=torch.int64)
     slots = _entry_arrays(batch * room, dtype)
-    spike_slots = torch.empty(batch * room, dtype=_column_dtype(width))
+    spike_slots = torch.empty(batch * room, dtype=column_dtype(width))
     kernels.lif_forward_scan(
         *args,
         *outputs,
@@ -219,7 +215,7 @@ def _scan_numba(source, weight_t, shape, constants, room_fraction):
     else:  # scan again, with exactly the room each item needs
         base = torch.zeros(batch, dtype=torch.int64)
         torch.cumsum(item_spikes[:-1], 0, out=base[1:])
-        spike_slots = torch.empty(int(item_spikes.sum()), dtype=_column_dtype(width))
+        spike_slots = torch.empty(int(item_spikes.sum()), dtype=column_dtype(width))
         spike_counts.zero_()
         kernels.lif_forward_scan(
             *args,
@@ -231,7 +227,7 @@ def _scan_numba(source, weight_t, shape, constants, room_fraction):
             item_spikes.numpy(),
             spike_slots.numpy(),
         )
-    spike_columns = torch.empty(int(spike_offsets[-1]), dtype=_column_dtype(width))
+    spike_columns = torch.empty(int(spike_offsets[-1]), dtype=column_dtype(width))
     kernels.spikes_to_rows(
         row_spikes.numpy(), base.numpy(), spike_slots.numpy(), spike_offsets.numpy(),
         spike_columns.numpy(),
@@ -268,7 +264,7 @@ def _compact_rows(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if bad:
         raise not_binary_error(bad)
     offsets = offsets_from_counts(counts)
-    columns = torch.empty(int(offsets[-1]), dtype=_column_dtype(flat.shape[1]))
+    columns = torch.empty(int(offsets[-1]), dtype=column_dtype(flat.shape[1]))
     if words is not None:
         kernels.gather_spike_words(words, offsets.numpy(), columns.numpy())
     else:
@@ -297,7 +293,10 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
         width = weight.shape[0]
         upstream = getattr(spikes_in, _HANDLE, None) if backend == "numba" else None
         if backend == "numba":
-            offsets_in, columns = upstream.spike_rows if upstream else _compact_rows(spikes_in)
+            if upstream:
+                offsets_in, columns = upstream.spike_rows
+            else:  # the rows an encoder attached, else a scan of the input for its ones
+                offsets_in, columns = attached_rows(spikes_in) or _compact_rows(spikes_in)
             # a sparse input's current is made row by row inside the scans from the input's ones
             # (never written out as [T, B, N]); a denser one is one matmul
             from_rows = (
