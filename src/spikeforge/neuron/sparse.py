@@ -450,6 +450,11 @@ def _triton_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_inpu
     return grad_weight, grad_input
 
 
+def _beta_powers(beta: float, steps: int) -> np.ndarray:
+    """``beta^k`` for ``k = 0 .. steps`` (float64)."""
+    return beta ** np.arange(steps + 1, dtype=np.float64)
+
+
 def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input):
     import numba
 
@@ -496,8 +501,7 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
     row_buffers = torch.empty(parts, steps, out_width, dtype=weight.dtype)
     value_buffers = torch.empty(parts, steps, out_width, dtype=weight.dtype)
     neuron_buffers = torch.empty(parts, steps, out_width, dtype=torch.int32)
-    beta_powers = beta ** np.arange(steps + 1, dtype=np.float64)
-    beta_powers = beta_powers.astype(surrogate_at.numpy().dtype)
+    beta_powers = _beta_powers(beta, steps).astype(surrogate_at.numpy().dtype)
     w = weight.detach()
     # W^T, [I, O]: rows of the dot products at the upstream entries
     w_t = w.t().contiguous() if sparse_input else w
@@ -683,7 +687,7 @@ class _SparseReadoutFunction(torch.autograd.Function):
         )
         values = torch.zeros(up_step.shape[0] if want_input else 1, dtype=weight_t.dtype)
         dtype = weight_t.numpy().dtype
-        powers = ctx.beta ** np.arange(steps + 1, dtype=np.float64)
+        powers = _beta_powers(ctx.beta, steps)
         sums = np.concatenate([[0.0], np.cumsum(powers[:-1])])  # sum_{m < k} beta^m
         kernels.readout_backward(
             grad_scores.to(weight_t.dtype).contiguous().numpy(),
