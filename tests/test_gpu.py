@@ -1,8 +1,9 @@
 """CUDA paths against the CPU ones (skipped without a GPU; run on a lent GPU machine).
 
 Each test runs the same computation on both devices and compares: the LIF layer's spikes and
-gradients, the sparse backward (CUDA PyTorch path vs CPU Numba path), window-batched
-convolutional STDP, and an end-to-end BPTT run with the sparse backward on the digits set.
+gradients, the sparse backward (CUDA PyTorch path vs CPU Numba path), the latency code,
+window-batched convolutional STDP, and an end-to-end BPTT run with the sparse backward on the
+digits set.
 """
 
 from __future__ import annotations
@@ -86,6 +87,15 @@ def test_sparse_backward_cuda_equals_cpu_numba_and_the_masked_oracle(bound):
         _assert_near(b, ref, 1e-3)
         _assert_near(a, ref, 1e-3)
     assert gpu[2].abs().sum() > 0  # some gradient flowed
+
+
+def test_latency_code_built_on_the_gpu_equals_the_cpu_code():
+    from spikeforge.data import latency_encode
+
+    x = torch.rand(32, 100, generator=torch.Generator().manual_seed(3))
+    on_gpu = latency_encode(x, 50, device="cuda")
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.uint8
+    assert torch.equal(on_gpu.cpu(), latency_encode(x, 50))
 
 
 def test_window_batched_conv_stdp_cuda_equals_cpu():

@@ -142,8 +142,8 @@ def test_resume_after_interrupt_inside_a_batch(straight, tmp_path, monkeypatch):
     real_encode = bptt.encode
     calls = []
 
-    def interrupted_encode(config, intensities, steps, generator):
-        spikes = real_encode(config, intensities, steps, generator)  # draws from the stream
+    def interrupted_encode(config, intensities, steps, generator, device=None):
+        spikes = real_encode(config, intensities, steps, generator, device)  # draws from the stream
         if steps == config.encode.steps:  # a training batch, not evaluation
             calls.append(1)
             if len(calls) == BATCHES + 3:  # epoch 2, third batch (index 2)

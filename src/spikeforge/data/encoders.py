@@ -84,6 +84,7 @@ def latency_encode(
     tau: float = 20.0,
     intensity_threshold: float = 0.2,
     dt: float = 1.0,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Time-to-first-spike coding: one spike per input at ``tau * ln(x / (x - x_thr))`` ms.
 
@@ -93,6 +94,9 @@ def latency_encode(
         tau: effective time constant in ms (20 in Perez-Nieves & Goodman's code).
         intensity_threshold: x_thr; inputs at or below it never spike (0.2 there).
         dt: step length in ms.
+        device: where to build the code (default: the intensities' device). The spike steps are
+            computed where the intensities are, and only they (``[B, N]`` integers) move, so the
+            code is the same on every device and a GPU receives 1/T of the bytes.
 
     Returns:
         uint8 spikes ``[T, B, N]``, at most one spike per input. On the CPU (with Numba) the
@@ -108,14 +112,18 @@ def latency_encode(
     time_ms = tau * torch.log(safe / (safe - intensity_threshold).clamp_min(1e-12))
     step = torch.floor(time_ms / dt).long()
     fires &= step < steps
-    out = torch.zeros((steps, *x.shape), dtype=torch.uint8, device=x.device)
-    if x.device.type == "cpu":
+    device = x.device if device is None else torch.device(device)
+    if device != x.device:  # -1: no spike
+        step = torch.where(fires, step, -1).to(device=device, dtype=torch.int32)
+        fires = step >= 0
+    out = torch.zeros((steps, *x.shape), dtype=torch.uint8, device=device)
+    if device.type == "cpu":
         try:
             from spikeforge.data import _encoder_kernels as kernels
         except ImportError:  # no Numba: the PyTorch code below
             kernels = None
         if kernels is not None:
-            step = torch.where(fires, step, -1).contiguous()
+            step = torch.where(fires, step, -1).to(torch.int64).contiguous()
             batch, inputs = x.shape
             offsets = torch.empty(steps * batch + 1, dtype=torch.int64)
             columns = torch.empty(int(fires.sum()), dtype=column_dtype(inputs))
@@ -125,5 +133,5 @@ def latency_encode(
             attach_rows(out, offsets, columns)
             return out
     batch_idx, input_idx = fires.nonzero(as_tuple=True)
-    out[step[batch_idx, input_idx], batch_idx, input_idx] = 1
+    out[step[batch_idx, input_idx].long(), batch_idx, input_idx] = 1
     return out

@@ -83,20 +83,31 @@ def build_model(config: RunConfig) -> SpikingMLP:
 
 
 def encode(
-    config: RunConfig, intensities: torch.Tensor, steps: int, generator: torch.Generator
+    config: RunConfig,
+    intensities: torch.Tensor,
+    steps: int,
+    generator: torch.Generator,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Intensities ``[B, N]`` -> uint8 spikes ``[T, B, N]`` by the configured encoder
-    (``events``: an :class:`~spikeforge.data.events.EventSet` binned into ``steps`` bins)."""
-    if config.encode.kind == "events":
-        return intensities.to_dense(steps)
+    """Intensities ``[B, N]`` -> uint8 spikes ``[T, B, N]`` by the configured encoder, on
+    ``device`` (default: the intensities'; ``events``: an
+    :class:`~spikeforge.data.events.EventSet` binned into ``steps`` bins). The latency code is
+    built on the device from spike steps computed on the CPU (the same code either way); the
+    random codes are drawn on the CPU and copied, so a seed gives the same spikes everywhere."""
     if config.encode.kind == "latency":
         return latency_encode(
             intensities,
             steps,
             tau=config.encode.latency_tau,
             intensity_threshold=config.encode.latency_threshold,
+            device=device,
         )
-    return poisson_encode(intensities, steps, generator)
+    spikes = (
+        intensities.to_dense(steps)
+        if config.encode.kind == "events"
+        else poisson_encode(intensities, steps, generator)
+    )
+    return spikes if device is None else spikes.to(device)
 
 
 def rate_regularizer(hidden: list[torch.Tensor], config: RunConfig) -> torch.Tensor | None:
@@ -143,7 +154,7 @@ def evaluate(
     correct = 0
     batch = config.train.eval_batch_size
     for start in range(0, len(labels), batch):
-        x = encode(config, intensities[start : start + batch], steps, generator).to(device)
+        x = encode(config, intensities[start : start + batch], steps, generator, device)
         scores = model(x if front_end is None else front_end(x))
         correct += int((scores.argmax(1).cpu() == labels[start : start + batch]).sum())
     return correct / max(len(labels), 1)
@@ -462,8 +473,7 @@ def train_bptt(
                 started = time.perf_counter()
                 index = order[b * batch_size : (b + 1) * batch_size]
                 images = _augmented(config, data, data.train_x[index], rngs["encode"])
-                spikes = encode(config, images, config.encode.steps, rngs["encode"])
-                spikes = spikes.to(device)
+                spikes = encode(config, images, config.encode.steps, rngs["encode"], device)
                 if front_end is not None:
                     spikes = front_end(spikes)
                 scores, hidden = model.forward_with_spikes(spikes)
