@@ -294,3 +294,13 @@ def test_layer_room_hint_follows_activity_and_changes_no_result():
     (g1,) = torch.autograd.grad(again.sum(), [layer.weight])
     (g2,) = torch.autograd.grad(other.sum(), [fresh.weight])
     assert torch.equal(g1, g2) and g1.abs().sum() > 0
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_per_thread_weight_sums_are_added_and_transposed(parts):
+    from spikeforge.neuron.sparse import _sum_transposed
+
+    sums = torch.randn(parts, 7, 5, generator=torch.Generator().manual_seed(parts))
+    out = _sum_transposed(sums[:, :, :4])  # a slice, as the padded readout passes
+    assert out.is_contiguous() and out.shape == (4, 7)
+    torch.testing.assert_close(out, sums[:, :, :4].sum(0).t())

@@ -450,6 +450,20 @@ def _triton_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_inpu
     return grad_weight, grad_input
 
 
+def _sum_transposed(parts: torch.Tensor) -> torch.Tensor:
+    """``sum_p parts[p]^T`` as a contiguous ``[O, I]`` from per-thread sums ``[P, I, O]``
+    (a transposed result would be copied again by autograd's accumulation). Elementwise adds
+    of the transposed views into the output run about twice as fast as a reduction over the
+    transposed layout."""
+    out = torch.empty(parts.shape[2], parts.shape[1], dtype=parts.dtype)
+    if parts.shape[0] == 1:
+        return out.copy_(parts[0].t())
+    torch.add(parts[0].t(), parts[1].t(), out=out)
+    for part in parts[2:]:
+        out.add_(part.t())
+    return out
+
+
 def _beta_powers(beta: float, steps: int) -> np.ndarray:
     """``beta^k`` for ``k = 0 .. steps`` (float64)."""
     return beta ** np.arange(steps + 1, dtype=np.float64)
@@ -536,11 +550,7 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
         sparse_input,
         with_counts,
     )
-    grad_weight = None
-    if want_weight:
-        # the per-thread [I, O] sums, added and transposed in one pass into a contiguous
-        # [O, I] (a transposed view would be copied again by autograd's accumulation)
-        grad_weight = grad_weight_parts.transpose(1, 2).sum(0)
+    grad_weight = _sum_transposed(grad_weight_parts) if want_weight else None
     if sparse_input:
         return grad_weight, ctx.upstream.sparse_grad(up_values)
     return grad_weight, grad_input if dense_input else None
@@ -710,7 +720,7 @@ class _SparseReadoutFunction(torch.autograd.Function):
             want_weight,
             want_input,
         )
-        grad_weight = parts[:, :, :width].transpose(1, 2).sum(0) if want_weight else None
+        grad_weight = _sum_transposed(parts[:, :, :width]) if want_weight else None
         grad_input = ctx.upstream.sparse_grad(values) if want_input else None
         return grad_input, grad_weight, None, None, None
 
