@@ -9,6 +9,7 @@ import torch
 from spikeforge._spike_rows import attached_rows
 from spikeforge.data import latency_encode
 from spikeforge.neuron.sparse import (
+    _sum_transposed,
     sparse_readout,
     sparse_spiking_linear,
     spiking_linear_masked_reference,
@@ -298,8 +299,6 @@ def test_layer_room_hint_follows_activity_and_changes_no_result():
 
 @pytest.mark.parametrize("parts", [1, 2, 3])
 def test_per_thread_weight_sums_are_added_and_transposed(parts):
-    from spikeforge.neuron.sparse import _sum_transposed
-
     sums = torch.randn(parts, 7, 5, generator=torch.Generator().manual_seed(parts))
     out = _sum_transposed(sums[:, :, :4])  # a slice, as the padded readout passes
     assert out.is_contiguous() and out.shape == (4, 7)
