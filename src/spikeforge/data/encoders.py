@@ -95,8 +95,8 @@ def latency_encode(
         intensity_threshold: x_thr; inputs at or below it never spike (0.2 there).
         dt: step length in ms.
         device: where to build the code (default: the intensities' device). The spike steps are
-            computed where the intensities are, and only they (``[B, N]`` integers) move, so the
-            code is the same on every device and a GPU receives 1/T of the bytes.
+            computed where the intensities are, and only they move (``[B, N]`` int32 instead of
+            the ``[T, B, N]`` uint8 code), so the code is the same on every device.
 
     Returns:
         uint8 spikes ``[T, B, N]``, at most one spike per input. On the CPU (with Numba) the
