@@ -66,6 +66,13 @@ def test_latency_code_carries_its_ones_as_compressed_rows():
     assert columns.tolist() == flat.nonzero()[:, 1].tolist()  # row by row, ascending
 
 
+def test_an_empty_batch_encodes_to_an_empty_code():
+    empty = torch.zeros(0, 5)
+    assert latency_encode(empty, 10).shape == (10, 0, 5)
+    assert poisson_encode(empty, 10).shape == (10, 0, 5)
+    assert attached_rows(latency_encode(empty, 10))[0].tolist() == [0]
+
+
 def test_rows_are_not_returned_after_an_in_place_change():
     spikes = latency_encode(torch.rand(3, 20, generator=torch.Generator().manual_seed(1)), 10)
     assert attached_rows(spikes) is not None

@@ -29,6 +29,8 @@ def _check_intensities(intensities: torch.Tensor) -> None:
         raise ValueError("encoders take float intensities in [0, 1]; divide uint8 pixels by 255")
     if torch.isnan(intensities).any():
         raise ValueError("intensities contain NaN; clean the input before encoding")
+    if intensities.numel() == 0:  # an empty batch: an empty code
+        return
     low, high = float(intensities.min()), float(intensities.max())
     if low < 0.0 or high > 1.0:
         raise ValueError(f"intensities must lie in [0, 1]; got values in [{low:.3g}, {high:.3g}]")
