@@ -10,6 +10,7 @@ from spikeforge.neuron import (
     spiking_linear,
     spiking_linear_reference,
 )
+from spikeforge.neuron.sparse import sparse_spiking_linear
 
 BACKENDS = ["torch", "numba"]
 
@@ -99,6 +100,11 @@ def test_shape_errors_are_one_line():
         spiking_linear(torch.zeros(4, 3), torch.ones(2, 3), 0.9, 1.0)
     with pytest.raises(ValueError, match="input has 3 features but the weight expects 5"):
         spiking_linear(torch.zeros(2, 1, 3), torch.ones(2, 5), 0.9, 1.0)
+    for empty in (torch.zeros(2, 0, 3), torch.zeros(0, 4, 3)):
+        with pytest.raises(ValueError, match="are empty: a layer needs at least one"):
+            spiking_linear(empty, torch.ones(2, 3), 0.9, 1.0)
+        with pytest.raises(ValueError, match="are empty: a layer needs at least one"):
+            sparse_spiking_linear(empty, torch.ones(2, 3), 0.9, 1.0)
 
 
 def test_backend_choice():

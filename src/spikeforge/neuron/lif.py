@@ -226,6 +226,11 @@ def _check_layer_shapes(spikes_in: torch.Tensor, weight: torch.Tensor) -> None:
         raise ValueError(
             f"input has {spikes_in.shape[-1]} features but the weight expects {weight.shape[1]}"
         )
+    if spikes_in.shape[0] == 0 or spikes_in.shape[1] == 0:
+        raise ValueError(
+            f"spikes of shape {tuple(spikes_in.shape)} are empty: a layer needs at least one "
+            "time step and one sample"
+        )
 
 
 def _as_spike_bytes(x: torch.Tensor, backend: str) -> torch.Tensor:
