@@ -192,15 +192,18 @@ def test_model_with_regularizer_style_dense_gradient_still_matches():
 
 def test_forward_scan_writes_the_output_spikes_as_compressed_rows():
     """The next layer reads these rows instead of scanning the float spikes: they must be them."""
-    from spikeforge.neuron.sparse import _HANDLE, _compact_rows
+    from spikeforge.neuron.sparse import _compact_rows
 
     x, w1, _, _ = _weights(4)
     h1 = sparse_spiking_linear(x, w1 * 2.0, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
-    offsets, columns = getattr(h1, _HANDLE).spike_rows
+    offsets, columns = attached_rows(h1)
     expected_offsets, expected_columns = _compact_rows(h1.detach())
     assert int(offsets[-1]) == int(h1.sum()) > 0
     torch.testing.assert_close(offsets, expected_offsets)
     torch.testing.assert_close(columns.long(), expected_columns.long())
+    with torch.no_grad():  # changed in place: the rows no longer describe the spikes
+        h1[0, 0, 0] = 1 - h1[0, 0, 0]
+    assert attached_rows(h1) is None
 
 
 @pytest.mark.parametrize("only_counts", [False, True])
@@ -257,12 +260,12 @@ def test_forward_scan_gives_the_same_entries_with_or_without_a_second_scan(monke
         )
         handle = getattr(out, sparse._HANDLE)
         (grad,) = torch.autograd.grad((out * g).sum(), [w])
-        runs[room] = (out, handle, grad, stats["active_entries"])
-    (out_a, h_a, grad_a, n_a), (out_b, h_b, grad_b, n_b) = runs[1.0], runs[0.0]
+        runs[room] = (out, (handle, attached_rows(out)), grad, stats["active_entries"])
+    (out_a, (h_a, rows_a), grad_a, n_a), (out_b, (h_b, rows_b), grad_b, n_b) = runs[1.0], runs[0.0]
     assert n_a == n_b and int(h_a.entry_offsets.diff().max()) > 64  # a second scan was needed
     assert torch.equal(out_a, out_b) and torch.equal(grad_a, grad_b)
-    first = (h_a.step, h_a.neuron, h_a.entry_offsets, *h_a.spike_rows)
-    second = (h_b.step, h_b.neuron, h_b.entry_offsets, *h_b.spike_rows)
+    first = (h_a.step, h_a.neuron, h_a.entry_offsets, *rows_a)
+    second = (h_b.step, h_b.neuron, h_b.entry_offsets, *rows_b)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
     masked = spiking_linear_masked_reference(x, w, 0.9, 1.0, "inverse-square", None, 0.5)

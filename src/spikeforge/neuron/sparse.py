@@ -53,7 +53,7 @@ import math
 import numpy as np
 import torch
 
-from spikeforge._spike_rows import attached_rows, column_dtype
+from spikeforge._spike_rows import attach_rows, attached_rows, column_dtype
 from spikeforge.neuron.lif import (
     _as_spike_bytes,
     _check_layer_shapes,
@@ -117,11 +117,8 @@ class _ActiveEntries:
     layer (or the readout) can send back its gradient at these entries only, as a sparse COO
     tensor whose indices are :meth:`coo_indices` (the Numba backend only)."""
 
-    def __init__(self, step, neuron, entry_offsets, shape, spike_rows):
+    def __init__(self, step, neuron, entry_offsets, shape):
         self.step, self.neuron, self.entry_offsets, self.shape = step, neuron, entry_offsets, shape
-        # the layer's output spikes as compressed rows (offsets [T*B+1], column of every spike),
-        # written by the forward scan: the next layer reads them instead of the float spikes
-        self.spike_rows = spike_rows
         self._indices: torch.Tensor | None = None
 
     def coo_indices(self) -> torch.Tensor:
@@ -243,6 +240,13 @@ def _scan_numba(source, weight_t, shape, constants, room_fraction):
     )
 
 
+def _input_rows(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The compressed rows of a 0/1 input ``[T, B, I]``: those its producer attached (a sparse
+    layer's forward scan, the latency encoder; :mod:`spikeforge._spike_rows`), else a scan of
+    the tensor for its ones."""
+    return attached_rows(spikes) or _compact_rows(spikes)
+
+
 def _compact_rows(spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """0/1 rows ``[R, I]`` -> (offsets ``[R+1]`` int64, column of every one); errors if not 0/1."""
     from spikeforge.neuron import _sparse_kernels as kernels
@@ -293,10 +297,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
         width = weight.shape[0]
         upstream = getattr(spikes_in, _HANDLE, None) if backend == "numba" else None
         if backend == "numba":
-            if upstream:
-                offsets_in, columns = upstream.spike_rows
-            else:  # the rows an encoder attached, else a scan of the input for its ones
-                offsets_in, columns = attached_rows(spikes_in) or _compact_rows(spikes_in)
+            offsets_in, columns = _input_rows(spikes_in)
             # a sparse input's current is made row by row inside the scans from the input's ones
             # (never written out as [T, B, N]); a denser one is one matmul
             from_rows = (
@@ -319,9 +320,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
             stats["scan_fullest"] = fullest
             step, neuron, surrogate_at, successor, span_start, entry_offsets = entries
             n = int(entry_offsets[-1])
-            ctx.own = _ActiveEntries(
-                step, neuron, entry_offsets, (steps, batch, width), (spike_offsets, spike_columns)
-            )
+            ctx.own = _ActiveEntries(step, neuron, entry_offsets, (steps, batch, width))
             ctx.upstream = upstream
             up = (upstream.step, upstream.neuron, upstream.entry_offsets) if upstream else ()
             ctx.save_for_backward(
@@ -361,6 +360,9 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
         stats["active_entries"] = n
         if backend == "numba":
             stats["_entries"] = ctx.own  # the next layer sends its gradient back at these
+            # the output spikes as compressed rows, written by the scan: the next layer and the
+            # readout read them instead of scanning the float spikes
+            stats["_rows"] = (spike_offsets, spike_columns)
         # unused outputs get None gradients (the spike counts are read only by regularisers)
         ctx.set_materialize_grads(False)
         return spikes, spike_counts
@@ -614,6 +616,7 @@ def sparse_spiking_linear(
     )
     if "_entries" in stats:
         setattr(spikes, _HANDLE, stats.pop("_entries"))
+        attach_rows(spikes, *stats.pop("_rows"))
     setattr(spikes, _COUNTS, counts)
     return spikes
 
@@ -644,7 +647,7 @@ class _SparseReadoutFunction(torch.autograd.Function):
 
         steps, batch, _ = spikes_in.shape
         outputs, inputs = weight.shape
-        offsets, columns = upstream.spike_rows
+        offsets, columns = _input_rows(spikes_in)
         # W^T with its rows padded to whole vector blocks (zeros past the outputs)
         padded = -(-outputs // kernels.READOUT_LANES) * kernels.READOUT_LANES
         weight_t = torch.zeros(inputs, padded, dtype=weight.dtype)
