@@ -97,7 +97,7 @@ def latency_encode(
         intensity_threshold: x_thr; inputs at or below it never spike (0.2 there).
         dt: step length in ms.
         device: where to build the code (default: the intensities' device). The spike steps are
-            computed where the intensities are, and only they move (``[B, N]`` int32 instead of
+            computed where the intensities are, and only they move (``[B, N]`` int64 instead of
             the ``[T, B, N]`` uint8 code), so the code is the same on every device.
 
     Returns:
@@ -113,11 +113,9 @@ def latency_encode(
     safe = torch.where(fires, x, torch.ones_like(x))
     time_ms = tau * torch.log(safe / (safe - intensity_threshold).clamp_min(1e-12))
     step = torch.floor(time_ms / dt).long()
-    fires &= step < steps
+    step = torch.where(fires & (step < steps), step, -1)  # -1: no spike
     device = x.device if device is None else torch.device(device)
-    if device != x.device:  # -1: no spike
-        step = torch.where(fires, step, -1).to(device=device, dtype=torch.int32)
-        fires = step >= 0
+    step = step.to(device)
     out = torch.zeros((steps, *x.shape), dtype=torch.uint8, device=device)
     if device.type == "cpu":
         try:
@@ -125,15 +123,14 @@ def latency_encode(
         except ImportError:  # no Numba: the PyTorch code below
             kernels = None
         if kernels is not None:
-            step = torch.where(fires, step, -1).to(torch.int64).contiguous()
             batch, inputs = x.shape
             offsets = torch.empty(steps * batch + 1, dtype=torch.int64)
-            columns = torch.empty(int(fires.sum()), dtype=column_dtype(inputs))
+            columns = torch.empty(int((step >= 0).sum()), dtype=column_dtype(inputs))
             kernels.latency_spikes(
-                step.numpy(), steps, out.numpy(), offsets.numpy(), columns.numpy()
+                step.contiguous().numpy(), steps, out.numpy(), offsets.numpy(), columns.numpy()
             )
             attach_rows(out, offsets, columns)
             return out
-    batch_idx, input_idx = fires.nonzero(as_tuple=True)
-    out[step[batch_idx, input_idx].long(), batch_idx, input_idx] = 1
+    batch_idx, input_idx = (step >= 0).nonzero(as_tuple=True)
+    out[step[batch_idx, input_idx], batch_idx, input_idx] = 1
     return out
