@@ -9,7 +9,7 @@ import torch
 from spikeforge._spike_rows import attached_rows
 from spikeforge.data import latency_encode
 from spikeforge.neuron.sparse import (
-    _sum_transposed,
+    _weight_grad,
     sparse_readout,
     sparse_spiking_linear,
     spiking_linear_masked_reference,
@@ -301,8 +301,29 @@ def test_layer_room_hint_follows_activity_and_changes_no_result():
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3])
-def test_per_thread_weight_sums_are_added_and_transposed(parts):
-    sums = torch.randn(parts, 7, 5, generator=torch.Generator().manual_seed(parts))
-    out = _sum_transposed(sums[:, :, :4])  # a slice, as the padded readout passes
-    assert out.is_contiguous() and out.shape == (4, 7)
-    torch.testing.assert_close(out, sums[:, :, :4].sum(0).t())
+@pytest.mark.parametrize("cols", [4, 5])
+def test_per_thread_weight_sums_are_added_in_the_weights_layout(parts, cols):
+    sums = torch.randn(parts, 7, 5, generator=torch.Generator().manual_seed(parts)).numpy()
+    grad = _weight_grad(sums, cols)  # cols 4 of 5: as the padded readout asks
+    assert grad.shape == (cols, 7) and grad.stride() == (1, cols)  # W^T contiguous
+    torch.testing.assert_close(grad, torch.from_numpy(sums[:, :, :cols].sum(0)).t())
+
+
+def test_weight_gradient_with_more_threads_than_batch_items():
+    """A thread that gets no batch item leaves its partial sum zeroed, not uninitialised."""
+    numba = pytest.importorskip("numba")
+    gen = torch.Generator().manual_seed(4)
+    x = (torch.rand(30, 1, 20, generator=gen) < 0.3).to(torch.uint8)
+    w = (torch.randn(25, 20, generator=gen) * 0.8).requires_grad_()
+    grads = []
+    for threads in (1, 2):
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            spikes = sparse_spiking_linear(x, w, 0.9, 1.0, "inverse-square", None, 0.5, "numba")
+            (grad,) = torch.autograd.grad(spikes.sum() + (spikes * spikes).sum(), [w])
+        finally:
+            numba.set_num_threads(before)
+        grads.append(grad)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1])

@@ -69,3 +69,22 @@ def test_bad_arguments_are_clear():
         SpikingLinear(3, 2, beta=0.5, threshold=0.0)
     with pytest.raises(ValueError, match="need 1 betas and thresholds"):
         SpikingMLP([6, 5, 3], 0.9, [0.2, 0.3])
+
+
+def test_sparse_layers_store_their_weights_input_major():
+    """Same values as a dense layer from the same seed, stored as W^T; the sparse backward's
+    weight gradient comes in that layout, so autograd keeps it without a copy."""
+    torch.manual_seed(3)
+    dense = SpikingLinear(30, 20, 0.9, 1.0, "inverse-square", backend="numba")
+    torch.manual_seed(3)
+    sparse = SpikingLinear(
+        30, 20, 0.9, 1.0, "inverse-square", backend="numba", backward="sparse", active_bound=0.5
+    )
+    assert torch.equal(dense.weight, sparse.weight)
+    assert dense.weight.stride() == (30, 1) and sparse.weight.stride() == (1, 20)
+    x = (torch.rand(40, 3, 30, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    with torch.no_grad():
+        sparse.weight.mul_(3.0)
+    sparse(x).sum().backward()
+    assert sparse.weight.grad.stride() == sparse.weight.stride()
+    assert sparse.weight.grad.abs().sum() > 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spikeforge.run import bptt
-from spikeforge.run.bptt import rate_regularizer, train_bptt
+from spikeforge.run.bptt import build_model, rate_regularizer, train_bptt
 from spikeforge.run.config import ConfigError, load_config
 from spikeforge.run.evaluation import plot_run
 
@@ -124,3 +124,24 @@ def test_sparse_run_resumes_exactly(tmp_path):
         assert x["test_accuracy"] == y["test_accuracy"] and x["train_loss"] == pytest.approx(
             y["train_loss"], rel=1e-9
         )
+
+
+def test_restored_optimizer_state_takes_each_parameters_layout():
+    """Checkpoints hold contiguous tensors; restored Adam moments get their parameter's layout
+    back (the sparse layers' weights are stored input-major)."""
+    torch.manual_seed(0)
+    model = build_model(load_config(SPARSE_DIGITS, QUIET))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for param in model.parameters():
+        param.grad = torch.ones_like(param)
+    optimizer.step()
+    tensors, steps = bptt._optimizer_tensors(optimizer)
+    saved = {name: value.contiguous().clone() for name, value in tensors.items()}
+    fresh = torch.optim.Adam(model.parameters(), lr=1e-3)
+    bptt._restore_optimizer(fresh, saved, steps)
+    assert any(p.stride() != p.contiguous().stride() for p in model.parameters())
+    for param in model.parameters():
+        state = fresh.state[param]
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert state[key].stride() == param.stride()
+            assert torch.equal(state[key], optimizer.state[param][key])

@@ -4,11 +4,12 @@ Imported lazily by :mod:`spikeforge.neuron.sparse`, whose PyTorch path is the re
 
 Layouts: the current is time-major ``[T, B, N]``; an *active entry* ``e`` is one ``(t, b, j)``
 with ``|u - threshold| < active_bound``. The forward stores entries batch item by batch item,
-each batch item's entries in time order, as five flat arrays: ``step[e] = t``,
-``neuron[e] = j``, ``surrogate[e] = sigma'(u - threshold)``, ``successor[e]``, the next active
-entry of the same ``(b, j)`` when no spike reset the neuron from ``t`` up to it (-1 otherwise),
-and ``span_start[e]``, the first step whose gradient this entry carries: one after the neuron's
-previous active entry or previous spike, whichever is later (0 if none).
+each batch item's entries in time order, as the rows of an int32 ``[4, n]`` array (the forward
+kernels take the rows as four flat arrays) and a float array: ``step[e] = t``,
+``neuron[e] = j``, ``successor[e]``, the next active entry of the same ``(b, j)`` when no spike
+reset the neuron from ``t`` up to it (-1 otherwise), ``span_start[e]``, the first step whose
+gradient this entry carries: one after the neuron's previous active entry or previous spike,
+whichever is later (0 if none), and ``surrogate[e] = sigma'(u - threshold)``.
 
 Between active entries the gradient only leaks back in time: ``d[t] = beta^(t_e - t) d[t_e]`` for
 ``span_start[e] <= t <= t_e`` and zero before the span (a spike reset the neuron there, or an
@@ -22,6 +23,9 @@ import math
 
 import numba as nb
 import numpy as np
+
+# rows of the [4, n] int32 entry arrays (see the module docstring)
+ENTRY_STEP, ENTRY_NEURON, ENTRY_SUCCESSOR, ENTRY_SPAN = 0, 1, 2, 3
 
 
 @nb.njit(inline="always")
@@ -229,73 +233,88 @@ _VECTOR_MATH = {"reassoc", "contract", "arcp"}
 
 @nb.njit(parallel=True, cache=True, fastmath=_VECTOR_MATH)
 def sparse_backward(
-    grad_spikes,
-    grad_given,
+    grad,
     per_entry,
-    step,
-    neuron,
+    grad_counts,
+    with_counts,
+    entries,
     surrogate,
-    successor,
-    span_start,
     entry_offsets,
     beta_powers,
     weight,
     weight_t,
     input_offsets,
     input_columns,
-    grad_entries,
-    grad_weight_parts,
-    grad_input,
+    up_entries,
     up_offsets,
-    up_step,
-    up_neuron,
-    up_values,
-    row_buffers,
-    value_buffers,
-    neuron_buffers,
-    grad_counts,
     want_weight,
     want_input,
     want_upstream,
-    with_counts,
+    fill_indices,
+    threads,
 ):
-    """Gradients from the active entries alone.
+    """Gradients from the active entries alone; returns ``(dW^T parts, dx, up_values,
+    up_indices)``, each empty when not asked for (``dW^T`` as one ``[I, O]`` partial sum per
+    thread).
 
-    Per batch item ``b``, newest entry first: ``d[e] = g[e] sigma'[e] + beta^(t_s - t_e)
-    d[successor]``. Then ``d`` is laid out on the steps that need it (those with an input spike,
-    an upstream active entry, or every step for a dense input gradient) as rows
-    ``D[t, j] = beta^(t_e - t) d[e]`` over each entry's span ``span_start[e] <= t <= t_e``, zero
-    elsewhere. A row is first collected as its non-zeros (``neuron_buffers[thread][t, :n_t]``,
-    ``value_buffers[thread][t, :n_t]``); a row with many of them is then spread into a dense row
-    (``row_buffers[thread][t]``, ``[T, O]``) for contiguous row operations, a row with few is
-    used as its list. From the rows that some span reaches:
+    ``entries``: ``[4, n]`` rows ``ENTRY_STEP``, ``ENTRY_NEURON``, ``ENTRY_SUCCESSOR``,
+    ``ENTRY_SPAN`` (see the module docstring), ``surrogate[e] = sigma'[e]``. Per batch item
+    ``b``, newest entry first: ``d[e] = g[e] sigma'[e] + beta^(t_s - t_e) d[successor]``. Then
+    ``d`` is laid out on the steps that need it (those with an input spike, an upstream active
+    entry, or every step for a dense input gradient) as rows ``D[t, j] = beta^(t_e - t) d[e]``
+    over each entry's span ``span_start[e] <= t <= t_e``, zero elsewhere. A row is first
+    collected as its non-zeros (a per-thread ``[T, O]`` list of neurons and values); a row with
+    many of them is then spread into a dense row for contiguous row operations, a row with few
+    is used as its list. From the rows that some span reaches:
 
-    * ``dW^T[i, :] += D[t, :]`` for every input spike ``i`` of row ``r = t * B + b``
-      (``grad_weight_parts``: one ``[I, O]`` partial sum per thread);
-    * ``up_values[u] = D[t, :] . W^T[up_neuron[u], :]`` at the upstream layer's active entries
-      ``u`` of row ``r`` (``want_upstream``; ``weight_t`` is ``W^T``, ``[I, O]``);
-    * ``dx[r, :] = sum_j D[t, j] W[j, :]`` (``want_input``: dense ``[T*B, I]``, zero-filled).
+    * ``dW^T[i, :] += D[t, :]`` for every input spike ``i`` of row ``r = t * B + b`` (compressed
+      rows ``input_offsets``/``input_columns``);
+    * ``up_values[u] = D[t, :] . W^T[j, :]`` at the upstream layer's active entries ``u =
+      (t, b, j)`` of row ``r`` (``want_upstream``: ``up_entries``/``up_offsets`` laid out like
+      ``entries``; ``weight_t`` is ``W^T``, ``[I, O]``), and, with ``fill_indices``, their COO
+      coordinates ``up_indices[:, u] = (t, b, j)``;
+    * ``dx[r, :] = sum_j D[t, j] W[j, :]`` (``want_input``: dense ``[T*B, I]``).
 
     Rows no span reaches are skipped, and a row costs the smaller of its non-zeros and ``O``
     divided by the vector width, so the cost follows the input spikes, the upstream entries and
-    the spans.
-    ``grad_spikes``: ``[T*B, N]``, or, when ``per_entry``, ``grad_given[e]`` holds ``g`` at each
-    entry (the downstream layer sent its gradient only there); with ``with_counts``,
-    ``grad_counts[b, j]``, the gradient of the spike counts ``sum_t s[t, b, j]`` (a spike-rate
-    regulariser's), is added to ``g`` at every entry of ``(b, j)``. ``beta_powers[k] = beta^k``.
+    the spans. ``threads``: Numba's thread count (one partial sum and buffers per thread).
+    ``grad``: ``[T*B, N]``, or, when ``per_entry``, ``[1, n]``, ``g`` at each entry (the
+    downstream layer sent its gradient only there); with ``with_counts``, ``grad_counts[b, j]``,
+    the gradient of the spike counts ``sum_t s[t, b, j]`` (a spike-rate regulariser's), is added
+    to ``g`` at every entry of ``(b, j)``. ``beta_powers[k] = beta^k``.
     """
+    step, neuron = entries[ENTRY_STEP], entries[ENTRY_NEURON]
+    successor, span_start = entries[ENTRY_SUCCESSOR], entries[ENTRY_SPAN]
+    up_step, up_neuron = up_entries[ENTRY_STEP], up_entries[ENTRY_NEURON]
     batch = entry_offsets.shape[0] - 1
     steps = beta_powers.shape[0] - 1
-    width = weight.shape[0]
-    in_width = weight.shape[1]
+    in_width, width = weight_t.shape
+    dtype = surrogate.dtype
+    grad_entries = np.empty(step.shape[0], dtype=dtype)
+    # one partial dW^T per thread, zeroed by its thread (in its cache) before its first use
+    grad_weight_parts = np.empty((threads, in_width, width if want_weight else 0), dtype=dtype)
+    zeroed = np.zeros(threads, dtype=np.bool_)
+    grad_input = np.zeros((steps * batch if want_input else 0, in_width), dtype=dtype)
+    n_up = up_step.shape[0] if want_upstream else 0
+    up_values = np.zeros(n_up, dtype=dtype)
+    up_indices = np.empty((3, n_up if fill_indices else 0), dtype=np.int64)
+    row_buffers = np.empty((threads, steps, width), dtype=dtype)
+    value_buffers = np.empty((threads, steps, width), dtype=dtype)
+    neuron_buffers = np.empty((threads, steps, width), dtype=np.int32)
     for b in nb.prange(batch):
         thread = nb.get_thread_id()
         part = grad_weight_parts[thread]
+        if not zeroed[thread]:
+            part[:, :] = 0.0
+            zeroed[thread] = True
         rows = row_buffers[thread]
         first, last = entry_offsets[b], entry_offsets[b + 1]
+        if fill_indices:
+            for u in range(up_offsets[b], up_offsets[b + 1]):
+                up_indices[0, u], up_indices[1, u], up_indices[2, u] = up_step[u], b, up_neuron[u]
         for e in range(last - 1, first - 1, -1):
             j = neuron[e]
-            g = grad_given[e] if per_entry else grad_spikes[step[e] * batch + b, j]
+            g = grad[0, e] if per_entry else grad[step[e] * batch + b, j]
             if with_counts:
                 g += grad_counts[b, j]
             d = g * surrogate[e]
@@ -384,6 +403,16 @@ def sparse_backward(
                     w_j = weight[neurons[t, c]]
                     for i in range(in_width):
                         out[i] += d_t * w_j[i]
+    _zero_unused(grad_weight_parts, zeroed)
+    return grad_weight_parts, grad_input, up_values, up_indices
+
+
+@nb.njit(cache=True)
+def _zero_unused(parts, zeroed):
+    """Zero the per-thread partial sums of threads that got no batch item."""
+    for thread in range(parts.shape[0]):
+        if not zeroed[thread]:
+            parts[thread] = 0.0
 
 
 # The readout's rows are padded to a multiple of READOUT_LANES floats (zeros past the real
@@ -439,32 +468,45 @@ def readout_backward(
     offsets,
     columns,
     weight_t,
+    up_entries,
     up_offsets,
-    up_step,
-    up_neuron,
-    up_values,
-    grad_weight_parts,
-    row_buffers,
     want_weight,
     want_upstream,
+    fill_indices,
+    threads,
 ):
-    """Backward of :func:`readout_forward` from ``grad_scores`` ``[B, O]``.
+    """Backward of :func:`readout_forward` from ``grad_scores`` ``[B, O]``; returns ``(dW^T
+    parts, up_values, up_indices)`` (``dW^T``: one padded ``[I, O]`` partial sum per thread),
+    each empty when not asked for.
 
-    ``c[t] = dL/d(W b[t]) = sum_{t' >= t} beta^(t'-t) dL/dv[t']`` (``row_buffers[thread]``,
-    ``[T, O]`` padded like ``weight_t``), in closed form rather than by the recurrence:
+    ``c[t] = dL/d(W b[t]) = sum_{t' >= t} beta^(t'-t) dL/dv[t']`` (a per-thread ``[T, O]``
+    buffer padded like ``weight_t``), in closed form rather than by the recurrence:
     ``dL/dv[t'] = g / n_ties`` at the steps where ``v`` equals the max (``use_max``; ties share, as
     ``torch.amax``), so ``c[t] = (g / n_ties) sum over tied t' >= t of beta^(t'-t)``; else
     ``dL/dv = g / T`` at every step and ``c[t] = (g / T) sum_{k < T-t} beta^k``
     (``beta_powers[k] = beta^k``, ``beta_sums[k] = sum_{m < k} beta^m``). Then
     ``dW^T[i, :] += c[t]`` for every input spike ``i`` of row ``t * B + b`` and
-    ``up_values[u] = c[t] . W^T[up_neuron[u], :]`` at the upstream layer's active entries ``u``
-    (all the upstream sparse backward reads).
+    ``up_values[u] = c[t] . W^T[j, :]`` at the upstream layer's active entries ``u = (t, b, j)``
+    (``up_entries``/``up_offsets``, laid out as :func:`sparse_backward`'s ``entries``: all the
+    upstream sparse backward reads), with ``fill_indices`` also their COO coordinates
+    ``up_indices[:, u] = (t, b, j)``. ``threads``: Numba's thread count.
     """
     batch, steps, width = membrane.shape
-    padded = weight_t.shape[1]
+    inputs, padded = weight_t.shape
+    up_step, up_neuron = up_entries[ENTRY_STEP], up_entries[ENTRY_NEURON]
+    dtype = weight_t.dtype
+    grad_weight_parts = np.empty((threads, inputs, padded if want_weight else 0), dtype=dtype)
+    zeroed = np.zeros(threads, dtype=np.bool_)
+    n_up = up_step.shape[0] if want_upstream else 0
+    up_values = np.zeros(n_up, dtype=dtype)
+    up_indices = np.empty((3, n_up if fill_indices else 0), dtype=np.int64)
+    row_buffers = np.empty((threads, steps, padded), dtype=dtype)
     for b in nb.prange(batch):
         thread = nb.get_thread_id()
         part = grad_weight_parts[thread]
+        if not zeroed[thread]:
+            part[:, :] = 0.0
+            zeroed[thread] = True
         c = row_buffers[thread]
         c[:, :] = 0.0
         for o in range(width):
@@ -492,12 +534,17 @@ def readout_backward(
                         part_i[o] += c_t[o]
         if want_upstream:
             for u in range(up_offsets[b], up_offsets[b + 1]):
-                c_t = c[up_step[u]]
+                t = up_step[u]
+                if fill_indices:
+                    up_indices[0, u], up_indices[1, u], up_indices[2, u] = t, b, up_neuron[u]
+                c_t = c[t]
                 w_i = weight_t[up_neuron[u]]
                 total = c_t[0] * w_i[0]
                 for o in range(1, padded):
                     total += c_t[o] * w_i[o]
                 up_values[u] = total
+    _zero_unused(grad_weight_parts, zeroed)
+    return grad_weight_parts, up_values, up_indices
 
 
 @nb.njit(parallel=True, cache=True)

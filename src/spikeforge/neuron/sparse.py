@@ -48,6 +48,7 @@ the products are then ``X^T D`` (``X^T`` sparse) and ``D W``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -117,9 +118,17 @@ class _ActiveEntries:
     layer (or the readout) can send back its gradient at these entries only, as a sparse COO
     tensor whose indices are :meth:`coo_indices` (the Numba backend only)."""
 
-    def __init__(self, step, neuron, entry_offsets, shape):
-        self.step, self.neuron, self.entry_offsets, self.shape = step, neuron, entry_offsets, shape
+    def __init__(self, ints, entry_offsets, shape):
+        self.ints, self.entry_offsets, self.shape = ints, entry_offsets, shape
         self._indices: torch.Tensor | None = None
+
+    @property
+    def step(self) -> torch.Tensor:
+        return self.ints[0]
+
+    @property
+    def neuron(self) -> torch.Tensor:
+        return self.ints[1]
 
     def coo_indices(self) -> torch.Tensor:
         if self._indices is None:
@@ -131,16 +140,26 @@ class _ActiveEntries:
             self._indices = indices
         return self._indices
 
+    def wants_indices(self) -> bool:
+        """Whether the COO indices are still to be written: a consumer's backward kernel, which
+        visits every entry, then writes them beside its values and hands them to
+        :meth:`sparse_grad`."""
+        return self._indices is None
+
     def values_of(self, grad: torch.Tensor) -> torch.Tensor | None:
         """The values of a sparse gradient laid out on these entries (None if it is not)."""
-        if not grad.is_sparse or grad._nnz() != self.step.numel() or self._indices is None:
+        if not grad.is_sparse or grad._nnz() != self.ints.shape[1] or self._indices is None:
             return None
         indices = grad._indices()
         if indices.data_ptr() == self._indices.data_ptr() or torch.equal(indices, self._indices):
             return grad._values()
         return None
 
-    def sparse_grad(self, values: torch.Tensor) -> torch.Tensor:
+    def sparse_grad(self, values: torch.Tensor, indices: torch.Tensor | None = None):
+        """The gradient ``values`` at these entries as a sparse COO tensor; ``indices``: those
+        a kernel wrote (:meth:`indices_to_fill`), kept for the next call."""
+        if indices is not None:
+            self._indices = indices
         return torch.sparse_coo_tensor(
             self.coo_indices(), values, self.shape, check_invariants=False
         )
@@ -156,10 +175,17 @@ _HANDLE = "_spikeforge_active_entries"
 _SCAN_ROOM = 0.1
 
 
-def _entry_arrays(n: int, dtype: torch.dtype) -> list[torch.Tensor]:
-    """Empty step, neuron, surrogate, successor and span-start arrays for ``n`` entries."""
-    ints = [torch.empty(n, dtype=torch.int32) for _ in range(4)]
-    return [ints[0], ints[1], torch.empty(n, dtype=dtype), ints[2], ints[3]]
+def _entry_arrays(n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Empty arrays for ``n`` entries: the int32 ``[4, n]`` rows (step, neuron, successor, span
+    start; :mod:`~spikeforge.neuron._sparse_kernels`) and the surrogate derivatives."""
+    return torch.empty(4, n, dtype=torch.int32), torch.empty(n, dtype=dtype)
+
+
+def _kernel_views(entries: tuple[torch.Tensor, torch.Tensor]) -> tuple[np.ndarray, ...]:
+    """The entry arrays as the forward kernels take them: step, neuron, surrogate, successor,
+    span start."""
+    ints, surrogate = entries[0].numpy(), entries[1].numpy()
+    return ints[0], ints[1], surrogate, ints[2], ints[3]
 
 
 def _scan_numba(source, weight_t, shape, constants, room_fraction):
@@ -191,7 +217,7 @@ def _scan_numba(source, weight_t, shape, constants, room_fraction):
         *outputs,
         base.numpy(),
         limit.numpy(),
-        *(a.numpy() for a in slots),
+        *_kernel_views(slots),
         base.numpy(),
         limit.numpy(),
         spike_slots.numpy(),
@@ -206,8 +232,8 @@ def _scan_numba(source, weight_t, shape, constants, room_fraction):
             counts.numpy(),
             base.numpy(),
             entry_offsets.numpy(),
-            *(a.numpy() for a in slots),
-            *(a.numpy() for a in entries),
+            *_kernel_views(slots),
+            *_kernel_views(entries),
         )
     else:  # scan again, with exactly the room each item needs
         base = torch.zeros(batch, dtype=torch.int64)
@@ -219,7 +245,7 @@ def _scan_numba(source, weight_t, shape, constants, room_fraction):
             *outputs,
             entry_offsets.numpy(),
             counts.numpy(),
-            *(a.numpy() for a in entries),
+            *_kernel_views(entries),
             base.numpy(),
             item_spikes.numpy(),
             spike_slots.numpy(),
@@ -318,22 +344,13 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
                 stats.get("scan_room") or _SCAN_ROOM,
             )
             stats["scan_fullest"] = fullest
-            step, neuron, surrogate_at, successor, span_start, entry_offsets = entries
-            n = int(entry_offsets[-1])
-            ctx.own = _ActiveEntries(step, neuron, entry_offsets, (steps, batch, width))
+            ints, surrogate_at, entry_offsets = entries
+            n = ints.shape[1]
+            ctx.own = _ActiveEntries(ints, entry_offsets, (steps, batch, width))
             ctx.upstream = upstream
-            up = (upstream.step, upstream.neuron, upstream.entry_offsets) if upstream else ()
+            up = (upstream.ints, upstream.entry_offsets) if upstream else ()
             ctx.save_for_backward(
-                weight,
-                step,
-                neuron,
-                surrogate_at,
-                successor,
-                span_start,
-                entry_offsets,
-                offsets_in,
-                columns,
-                *up,
+                weight, ints, surrogate_at, entry_offsets, offsets_in, columns, *up
             )
         else:
             current = _dense_current(spikes_in, weight, matmul_dtype)
@@ -452,23 +469,26 @@ def _triton_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_inpu
     return grad_weight, grad_input
 
 
-def _sum_transposed(parts: torch.Tensor) -> torch.Tensor:
-    """``sum_p parts[p]^T`` as a contiguous ``[O, I]`` from per-thread sums ``[P, I, O]``
-    (a transposed result would be copied again by autograd's accumulation). Elementwise adds
-    of the transposed views into the output run about twice as fast as a reduction over the
-    transposed layout."""
-    out = torch.empty(parts.shape[2], parts.shape[1], dtype=parts.dtype)
-    if parts.shape[0] == 1:
-        return out.copy_(parts[0].t())
-    torch.add(parts[0].t(), parts[1].t(), out=out)
-    for part in parts[2:]:
-        out.add_(part.t())
-    return out
+@functools.lru_cache(maxsize=32)
+def _beta_tables(beta: float, steps: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``(beta^k, sum_{m < k} beta^m)`` for ``k = 0 .. steps``, computed in float64, stored as
+    ``dtype``; read-only (shared by every call with these arguments)."""
+    powers = beta ** np.arange(steps + 1, dtype=np.float64)
+    sums = np.concatenate([[0.0], np.cumsum(powers[:-1])])
+    tables = powers.astype(dtype), sums.astype(dtype)
+    for table in tables:
+        table.flags.writeable = False
+    return tables
 
 
-def _beta_powers(beta: float, steps: int) -> np.ndarray:
-    """``beta^k`` for ``k = 0 .. steps`` (float64)."""
-    return beta ** np.arange(steps + 1, dtype=np.float64)
+def _weight_grad(parts: np.ndarray, width: int) -> torch.Tensor:
+    """``dL/dW`` ``[O, I]`` from a kernel's per-thread partial sums of ``dW^T`` ``[P, I, >= O]``
+    (summed by torch, across its threads): a transposed view, which is the layout of the
+    weights (:func:`spikeforge.nn.layers.input_major`), so autograd keeps it as it is instead
+    of copying it."""
+    parts = torch.from_numpy(parts)[:, :, :width]
+    summed = parts[0] if parts.shape[0] == 1 else parts.sum(0)
+    return summed.contiguous().t()
 
 
 def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input):
@@ -476,86 +496,54 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
 
     from spikeforge.neuron import _sparse_kernels as kernels
 
-    saved = ctx.saved_tensors
-    weight, step, neuron, surrogate_at, successor, span_start, entry_offsets = saved[:7]
-    offsets_in, columns = saved[7:9]
+    weight, ints, surrogate_at, entry_offsets, offsets_in, columns, *up = ctx.saved_tensors
     steps, batch, width = ctx.own.shape
-    rows = steps * batch
-    out_width, in_width = weight.shape
+    dtype = weight.dtype
     if grad_spikes is None:  # only the spike counts were used
-        given = torch.zeros(step.shape[0], dtype=weight.dtype)
+        grad, per_entry = torch.zeros(1, ints.shape[1], dtype=dtype), True
     else:
         given = ctx.own.values_of(grad_spikes)
-    per_entry = given is not None
+        per_entry = given is not None
+        grad = given.view(1, -1) if per_entry else _dense(grad_spikes).view(steps * batch, width)
+        grad = grad.to(dtype).contiguous()
     with_counts = grad_counts is not None
-    grad_counts = (
-        grad_counts.to(weight.dtype).contiguous()
-        if with_counts
-        else torch.zeros(1, 1, dtype=weight.dtype)
-    )
-    if per_entry:
-        grad_rows = torch.zeros(1, 1, dtype=weight.dtype)
-        given = given.to(weight.dtype).contiguous()
-    else:
-        grad_rows = _dense(grad_spikes).reshape(rows, width).contiguous()
-        given = torch.zeros(1, dtype=weight.dtype)
+    counts = grad_counts.to(dtype).contiguous() if with_counts else grad
     sparse_input = want_input and ctx.upstream is not None
     dense_input = want_input and not sparse_input
     if sparse_input:
-        up_step, up_neuron, up_offsets = saved[9:]
-        up_values = torch.zeros(up_step.shape[0], dtype=weight.dtype)
-    else:
-        up_step = up_neuron = torch.zeros(1, dtype=torch.int32)
-        up_offsets = torch.zeros(batch + 1, dtype=torch.int64)
-        up_values = torch.zeros(1, dtype=weight.dtype)
-    grad_entries = torch.empty(step.shape[0], dtype=weight.dtype)
-    parts = numba.get_num_threads()
-    grad_weight_parts = torch.zeros(
-        (parts, in_width, out_width) if want_weight else (1, 1, 1), dtype=weight.dtype
-    )
-    grad_input = torch.zeros((rows, in_width) if dense_input else (1, 1), dtype=weight.dtype)
-    row_buffers = torch.empty(parts, steps, out_width, dtype=weight.dtype)
-    value_buffers = torch.empty(parts, steps, out_width, dtype=weight.dtype)
-    neuron_buffers = torch.empty(parts, steps, out_width, dtype=torch.int32)
-    beta_powers = _beta_powers(beta, steps).astype(surrogate_at.numpy().dtype)
-    w = weight.detach()
-    # W^T, [I, O]: rows of the dot products at the upstream entries
-    w_t = w.t().contiguous() if sparse_input else w
-    kernels.sparse_backward(
-        grad_rows.numpy(),
-        given.numpy(),
+        up_ints, up_offsets = up
+        fill_indices = ctx.upstream.wants_indices()
+    else:  # unused by the kernel
+        up_ints, up_offsets, fill_indices = ints, entry_offsets, False
+    weight_t = weight.detach().t().contiguous()  # W^T, [I, O]: a view of input-major weights
+    grad_weight_parts, grad_input, up_values, up_indices = kernels.sparse_backward(
+        grad.numpy(),
         per_entry,
-        step.numpy(),
-        neuron.numpy(),
+        counts.numpy(),
+        with_counts,
+        ints.numpy(),
         surrogate_at.numpy(),
-        successor.numpy(),
-        span_start.numpy(),
         entry_offsets.numpy(),
-        beta_powers,
-        w.numpy(),
-        w_t.numpy(),
+        _beta_tables(beta, steps, weight_t.numpy().dtype)[0],
+        weight.detach().contiguous().numpy() if dense_input else weight_t.numpy(),
+        weight_t.numpy(),
         offsets_in.numpy(),
         columns.numpy(),
-        grad_entries.numpy(),
-        grad_weight_parts.numpy(),
-        grad_input.numpy(),
+        up_ints.numpy(),
         up_offsets.numpy(),
-        up_step.numpy(),
-        up_neuron.numpy(),
-        up_values.numpy(),
-        row_buffers.numpy(),
-        value_buffers.numpy(),
-        neuron_buffers.numpy(),
-        grad_counts.numpy(),
         want_weight,
         dense_input,
         sparse_input,
-        with_counts,
+        fill_indices,
+        numba.get_num_threads(),
     )
-    grad_weight = _sum_transposed(grad_weight_parts) if want_weight else None
+    grad_weight = _weight_grad(grad_weight_parts, width) if want_weight else None
     if sparse_input:
-        return grad_weight, ctx.upstream.sparse_grad(up_values)
-    return grad_weight, grad_input if dense_input else None
+        written = torch.from_numpy(up_indices) if fill_indices else None
+        return grad_weight, ctx.upstream.sparse_grad(torch.from_numpy(up_values), written)
+    if dense_input:
+        return grad_weight, torch.from_numpy(grad_input)
+    return grad_weight, None
 
 
 def _dense_current(spikes_in, weight, matmul_dtype):
@@ -654,8 +642,8 @@ class _SparseReadoutFunction(torch.autograd.Function):
         weight_t[:, :outputs] = weight.detach().t()
         membrane = torch.empty(batch, steps, outputs, dtype=weight.dtype)
         scores = torch.empty(batch, outputs, dtype=weight.dtype)
-        peak_step = torch.empty(batch, outputs, dtype=torch.int32)
-        ties = torch.empty(batch, outputs, dtype=torch.int32)
+        peaks = torch.empty(2, batch, outputs, dtype=torch.int32)  # first step of the max, ties
+        peaks_np = peaks.numpy()
         use_max = mode == "max"
         kernels.readout_forward(
             offsets.numpy(),
@@ -665,22 +653,14 @@ class _SparseReadoutFunction(torch.autograd.Function):
             use_max,
             membrane.numpy(),
             scores.numpy(),
-            peak_step.numpy(),
-            ties.numpy(),
+            peaks_np[0],
+            peaks_np[1],
         )
         ctx.upstream, ctx.beta, ctx.use_max = upstream, beta, use_max
         ctx.save_for_backward(
-            weight_t,
-            membrane,
-            scores,
-            peak_step,
-            ties,
-            offsets,
-            columns,
-            upstream.step,
-            upstream.neuron,
+            weight_t, membrane, scores, peaks, offsets, columns, upstream.ints,
             upstream.entry_offsets,
-        )
+        )  # fmt: skip
         return scores
 
     @staticmethod
@@ -689,42 +669,34 @@ class _SparseReadoutFunction(torch.autograd.Function):
 
         from spikeforge.neuron import _sparse_kernels as kernels
 
-        saved = ctx.saved_tensors
-        weight_t, membrane, scores, peak_step, ties, offsets, columns = saved[:7]
-        up_step, up_neuron, up_offsets = saved[7:]
-        _, steps, width = membrane.shape
+        weight_t, membrane, scores, peaks, offsets, columns, up_ints, up_offsets = ctx.saved_tensors
+        steps, width = membrane.shape[1:]
         want_weight, want_input = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
-        threads = numba.get_num_threads()
-        parts = torch.zeros(
-            (threads, *weight_t.shape) if want_weight else (1, 1, 1), dtype=weight_t.dtype
-        )
-        values = torch.zeros(up_step.shape[0] if want_input else 1, dtype=weight_t.dtype)
-        dtype = weight_t.numpy().dtype
-        powers = _beta_powers(ctx.beta, steps)
-        sums = np.concatenate([[0.0], np.cumsum(powers[:-1])])  # sum_{m < k} beta^m
-        kernels.readout_backward(
+        fill_indices = want_input and ctx.upstream.wants_indices()
+        peaks_np, weight_t_np = peaks.numpy(), weight_t.numpy()
+        grad_weight_parts, values, indices = kernels.readout_backward(
             grad_scores.to(weight_t.dtype).contiguous().numpy(),
             membrane.numpy(),
             scores.numpy(),
-            peak_step.numpy(),
-            ties.numpy(),
-            powers.astype(dtype),
-            sums.astype(dtype),
+            peaks_np[0],
+            peaks_np[1],
+            *_beta_tables(ctx.beta, steps, weight_t_np.dtype),
             ctx.use_max,
             offsets.numpy(),
             columns.numpy(),
-            weight_t.numpy(),
+            weight_t_np,
+            up_ints.numpy(),
             up_offsets.numpy(),
-            up_step.numpy(),
-            up_neuron.numpy(),
-            values.numpy(),
-            parts.numpy(),
-            torch.empty(threads, steps, weight_t.shape[1], dtype=weight_t.dtype).numpy(),
             want_weight,
             want_input,
+            fill_indices,
+            numba.get_num_threads(),
         )
-        grad_weight = _sum_transposed(parts[:, :, :width]) if want_weight else None
-        grad_input = ctx.upstream.sparse_grad(values) if want_input else None
+        grad_weight = _weight_grad(grad_weight_parts, width) if want_weight else None
+        grad_input = None
+        if want_input:
+            written = torch.from_numpy(indices) if fill_indices else None
+            grad_input = ctx.upstream.sparse_grad(torch.from_numpy(values), written)
         return grad_input, grad_weight, None, None, None
 
 

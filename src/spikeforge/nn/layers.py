@@ -17,6 +17,7 @@ __all__ = [
     "SpikingLinear",
     "AccumulatorReadout",
     "uniform_fan_in_",
+    "input_major",
     "MATMUL_PRECISIONS",
     "READOUTS",
 ]
@@ -29,6 +30,15 @@ def uniform_fan_in_(weight: torch.Tensor) -> torch.Tensor:
     bound = math.sqrt(3.0 / weight.shape[1])
     with torch.no_grad():
         return weight.uniform_(-bound, bound)
+
+
+def input_major(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` ``[O, I]``, same values, stored input-major: ``W^T`` is contiguous (strides
+    ``(1, O)``). The sparse backward's kernels read ``W^T`` and write ``dW^T``, so with this
+    layout neither the forward nor autograd's gradient accumulation (which keeps a gradient in
+    its parameter's layout) copies a transpose."""
+    stored = torch.empty(weight.shape[1], weight.shape[0], dtype=weight.dtype, device=weight.device)
+    return stored.t().copy_(weight)
 
 
 class SpikingLinear(nn.Module):
@@ -79,7 +89,9 @@ class SpikingLinear(nn.Module):
         if threshold <= 0.0:
             raise ValueError(f"threshold must be positive; got {threshold}")
         get_surrogate(surrogate)
-        self.weight = nn.Parameter(uniform_fan_in_(torch.empty(out_features, in_features)))
+        weight = uniform_fan_in_(torch.empty(out_features, in_features))
+        # the sparse backward's kernels work on W^T (the same values, drawn in the same order)
+        self.weight = nn.Parameter(input_major(weight) if backward == "sparse" else weight)
         self.beta = float(beta)
         self.threshold = float(threshold)
         self.surrogate = surrogate

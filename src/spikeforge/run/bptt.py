@@ -263,12 +263,16 @@ def _restore_optimizer(
     optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], steps: list
 ) -> None:
     state_dict = optimizer.state_dict()
+    params = [param for group in optimizer.param_groups for param in group["params"]]
     state: dict[int, dict[str, Any]] = {}
     for index, step in steps:
         entry: dict[str, Any] = {"step": torch.tensor(step)}
         prefix = f"optim.{index}."
+        param = params[int(index)]
         for name, value in tensors.items():
             if name.startswith(prefix):
+                if value.shape == param.shape:  # saved contiguous; back in the parameter's layout
+                    value = torch.empty_like(param).copy_(value)
                 entry[name[len(prefix) :]] = value
         state[int(index)] = entry
     state_dict["state"] = state
