@@ -223,8 +223,9 @@ def gather_spikes(spikes, offsets, columns):
                 e += 1
 
 
-# A row of d with fewer than O / _DENSE_ROW_DIVISOR non-zeros is used as a list (one scalar add
-# per non-zero); a fuller one as a dense row (O / vector-width adds). Measured on this CPU.
+# A row of D with fewer than O / _DENSE_ROW_DIVISOR non-zeros is used as the list of its live
+# neurons (one scalar operation each); a fuller one as a whole row (O / vector-width operations).
+# Measured on this CPU.
 _DENSE_ROW_DIVISOR = 8
 
 # reassociation lets LLVM vectorise the row dot products; no nnan/ninf, so NaN still propagates
@@ -260,12 +261,11 @@ def sparse_backward(
     ``entries``: ``[4, n]`` rows ``ENTRY_STEP``, ``ENTRY_NEURON``, ``ENTRY_SUCCESSOR``,
     ``ENTRY_SPAN`` (see the module docstring), ``surrogate[e] = sigma'[e]``. Per batch item
     ``b``, newest entry first: ``d[e] = g[e] sigma'[e] + beta^(t_s - t_e) d[successor]``. Then
-    ``d`` is laid out on the steps that need it (those with an input spike, an upstream active
-    entry, or every step for a dense input gradient) as rows ``D[t, j] = beta^(t_e - t) d[e]``
-    over each entry's span ``span_start[e] <= t <= t_e``, zero elsewhere. A row is first
-    collected as its non-zeros (a per-thread ``[T, O]`` list of neurons and values); a row with
-    many of them is then spread into a dense row for contiguous row operations, a row with few
-    is used as its list. From the rows that some span reaches:
+    the steps are swept downwards holding one row ``D[t, :] = dL/dnet[t]``:
+    ``D[t, j] = beta^(t_e - t) d[e]`` over each entry's span ``span_start[e] <= t <= t_e``
+    (kept as ``D[t] = beta D[t + 1]`` on the live neurons, set to ``d[e]`` at the entry), zero
+    elsewhere. A row with few live neurons is used as their list, a fuller one as a whole row
+    for contiguous vector operations. From the rows that some span reaches:
 
     * ``dW^T[i, :] += D[t, :]`` for every input spike ``i`` of row ``r = t * B + b`` (compressed
       rows ``input_offsets``/``input_columns``);
@@ -275,9 +275,10 @@ def sparse_backward(
       coordinates ``up_indices[:, u] = (t, b, j)``;
     * ``dx[r, :] = sum_j D[t, j] W[j, :]`` (``want_input``: dense ``[T*B, I]``).
 
-    Rows no span reaches are skipped, and a row costs the smaller of its non-zeros and ``O``
+    Rows no span reaches are skipped, and a row costs the smaller of its live neurons and ``O``
     divided by the vector width, so the cost follows the input spikes, the upstream entries and
-    the spans. ``threads``: Numba's thread count (one partial sum and buffers per thread).
+    the spans (plus one scaling of the row per step while it has live neurons).
+    ``threads``: Numba's thread count (one partial sum and buffers per thread).
     ``grad``: ``[T*B, N]``, or, when ``per_entry``, ``[1, n]``, ``g`` at each entry (the
     downstream layer sent its gradient only there); with ``with_counts``, ``grad_counts[b, j]``,
     the gradient of the spike counts ``sum_t s[t, b, j]`` (a spike-rate regulariser's), is added
@@ -298,16 +299,22 @@ def sparse_backward(
     n_up = up_step.shape[0] if want_upstream else 0
     up_values = np.zeros(n_up, dtype=dtype)
     up_indices = np.empty((3, n_up if fill_indices else 0), dtype=np.int64)
-    row_buffers = np.empty((threads, steps, width), dtype=dtype)
-    value_buffers = np.empty((threads, steps, width), dtype=dtype)
-    neuron_buffers = np.empty((threads, steps, width), dtype=np.int32)
+    beta = beta_powers[1]
+    dense_from = max(width // _DENSE_ROW_DIVISOR, 1)
+    # per thread: the row D[t, :], the live neurons (and each one's place in that list), the
+    # neurons whose span begins one step above t (ends[t, :n_end[t]])
+    row_buffers = np.empty((threads, width), dtype=dtype)
+    live_buffers = np.empty((threads, 2, width), dtype=np.int32)
+    end_buffers = np.empty((threads, steps, width), dtype=np.int32)
+    end_counts = np.empty((threads, steps), dtype=np.int64)
     for b in nb.prange(batch):
         thread = nb.get_thread_id()
         part = grad_weight_parts[thread]
         if not zeroed[thread]:
             part[:, :] = 0.0
             zeroed[thread] = True
-        rows = row_buffers[thread]
+        row, ends, n_end = row_buffers[thread], end_buffers[thread], end_counts[thread]
+        live_list, place = live_buffers[thread, 0], live_buffers[thread, 1]
         first, last = entry_offsets[b], entry_offsets[b + 1]
         if fill_indices:
             for u in range(up_offsets[b], up_offsets[b + 1]):
@@ -322,85 +329,74 @@ def sparse_backward(
             if s >= 0:
                 d += beta_powers[step[s] - step[e]] * grad_entries[s]
             grad_entries[e] = d
-        # the steps whose row of D is read, listed in order: needed_step[k] for
-        # needed_before[t] <= k < needed_before[t + 1]; count[t]: the row's non-zeros
-        needed = np.zeros(steps, dtype=np.bool_)
-        for t in range(steps):
-            r = t * batch + b
-            needed[t] = want_input or (want_weight and input_offsets[r + 1] > input_offsets[r])
-        if want_upstream:
-            for u in range(up_offsets[b], up_offsets[b + 1]):
-                needed[up_step[u]] = True
-        needed_before = np.empty(steps + 1, dtype=np.int64)
-        needed_step = np.empty(steps, dtype=np.int64)
-        n = 0
-        for t in range(steps):
-            needed_before[t] = n
-            if needed[t]:
-                needed_step[n] = t
-                n += 1
-        needed_before[steps] = n
-        values = value_buffers[thread]
-        neurons = neuron_buffers[thread]
-        count = np.zeros(steps, dtype=np.int64)
+        # sweep the steps downwards holding D[t, :] as one dense row: D[t] = beta D[t + 1] where
+        # a span goes on, D[t_e, j] = d[e] where one starts (at its entry), 0 below a span's
+        # first step. Spans of one neuron never overlap; at a step, ends apply before starts
+        n_end[:] = 0
         for e in range(first, last):
-            d = grad_entries[e]
-            if d == 0.0:
+            below = span_start[e] - 1
+            if grad_entries[e] != 0.0 and below >= 0:
+                ends[below, n_end[below]] = neuron[e]
+                n_end[below] += 1
+        row[:] = 0.0
+        live = 0
+        e = last - 1
+        u = up_offsets[b + 1] - 1
+        for t in range(steps - 1, -1, -1):
+            if live > 0:
+                for o in range(width):
+                    row[o] *= beta
+            for c in range(n_end[t]):
+                j = ends[t, c]
+                row[j] = 0.0
+                live -= 1
+                moved = live_list[live]
+                live_list[place[j]] = moved
+                place[moved] = place[j]
+            while e >= first and step[e] == t:
+                if grad_entries[e] != 0.0:
+                    j = neuron[e]
+                    row[j] = grad_entries[e]
+                    live_list[live] = j
+                    place[j] = live
+                    live += 1
+                e -= 1
+            while want_upstream and u >= up_offsets[b] and up_step[u] > t:
+                u -= 1  # entries at steps where D was zero: their gradient stays 0
+            if live == 0:
                 continue
-            j = neuron[e]
-            t_e = step[e]
-            for k in range(needed_before[span_start[e]], needed_before[t_e + 1]):
-                t = needed_step[k]
-                c = count[t]
-                neurons[t, c] = j
-                values[t, c] = d * beta_powers[t_e - t]
-                count[t] = c + 1
-        # rows with at least `dense_from` non-zeros are spread out (spans of one neuron never
-        # overlap, so every (t, j) is written once)
-        dense_from = max(width // _DENSE_ROW_DIVISOR, 1)
-        for t in range(steps):
-            if count[t] >= dense_from:
-                rows[t, :] = 0.0
-                for c in range(count[t]):
-                    rows[t, neurons[t, c]] = values[t, c]
-        if want_weight:
-            for t in range(steps):
-                if count[t] == 0:
-                    continue
-                r = t * batch + b
-                if count[t] >= dense_from:
-                    d_row = rows[t]
-                    for q in range(input_offsets[r], input_offsets[r + 1]):
-                        part_i = part[input_columns[q]]
+            # a row with few live neurons is used as their list, a fuller one as a whole
+            # (contiguous vector operations)
+            dense = live >= dense_from
+            r = t * batch + b
+            if want_weight:
+                for q in range(input_offsets[r], input_offsets[r + 1]):
+                    part_i = part[input_columns[q]]
+                    if dense:
                         for o in range(width):
-                            part_i[o] += d_row[o]
-                else:
-                    for q in range(input_offsets[r], input_offsets[r + 1]):
-                        part_i = part[input_columns[q]]
-                        for c in range(count[t]):
-                            part_i[neurons[t, c]] += values[t, c]
-        if want_upstream:
-            for u in range(up_offsets[b], up_offsets[b + 1]):
-                t = up_step[u]
-                if count[t] == 0:
-                    continue
+                            part_i[o] += row[o]
+                    else:
+                        for c in range(live):
+                            j = live_list[c]
+                            part_i[j] += row[j]
+            while want_upstream and u >= up_offsets[b] and up_step[u] == t:
                 w_i = weight_t[up_neuron[u]]
-                if count[t] >= dense_from:
-                    d_row = rows[t]
-                    acc = d_row[0] * w_i[0]
+                if dense:
+                    acc = row[0] * w_i[0]
                     for o in range(1, width):
-                        acc += d_row[o] * w_i[o]
+                        acc += row[o] * w_i[o]
                 else:
-                    acc = values[t, 0] * w_i[neurons[t, 0]]
-                    for c in range(1, count[t]):
-                        acc += values[t, c] * w_i[neurons[t, c]]
+                    acc = row[live_list[0]] * w_i[live_list[0]]
+                    for c in range(1, live):
+                        acc += row[live_list[c]] * w_i[live_list[c]]
                 up_values[u] = acc
-        if want_input:
-            for t in range(steps):
-                out = grad_input[t * batch + b]
-                for c in range(count[t]):
-                    d_t = values[t, c]
-                    w_j = weight[neurons[t, c]]
+                u -= 1
+            if want_input:
+                out = grad_input[r]
+                for c in range(live):
+                    j = live_list[c]
+                    d_t = row[j]
+                    w_j = weight[j]
                     for i in range(in_width):
                         out[i] += d_t * w_j[i]
     _zero_unused(grad_weight_parts, zeroed)
