@@ -3,13 +3,14 @@ the result must equal the PyTorch backend, which passes dense gradients, and the
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from spikeforge._spike_rows import attached_rows
 from spikeforge.data import latency_encode
 from spikeforge.neuron.sparse import (
-    _weight_grad,
+    _summed_parts,
     sparse_readout,
     sparse_spiking_linear,
     spiking_linear_masked_reference,
@@ -301,12 +302,11 @@ def test_layer_room_hint_follows_activity_and_changes_no_result():
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3])
-@pytest.mark.parametrize("cols", [4, 5])
-def test_per_thread_weight_sums_are_added_in_the_weights_layout(parts, cols):
+def test_per_thread_weight_sums_are_added(parts):
     sums = torch.randn(parts, 7, 5, generator=torch.Generator().manual_seed(parts)).numpy()
-    grad = _weight_grad(sums, cols)  # cols 4 of 5: as the padded readout asks
-    assert grad.shape == (cols, 7) and grad.stride() == (1, cols)  # W^T contiguous
-    torch.testing.assert_close(grad, torch.from_numpy(sums[:, :, :cols].sum(0)).t())
+    total = _summed_parts(sums)
+    assert total.is_contiguous() and total.shape == (7, 5)
+    torch.testing.assert_close(total, torch.from_numpy(sums.sum(0)))
 
 
 def test_weight_gradient_with_more_threads_than_batch_items():
@@ -327,3 +327,40 @@ def test_weight_gradient_with_more_threads_than_batch_items():
         grads.append(grad)
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_readout_kernels_on_a_plateau_of_tied_maxima():
+    """beta = 1: output 0 rises at steps 2 and 5, holds, and falls at step 8, so its maximum
+    ties at steps 5, 6 and 7 (first 5, three ties, last 7); the weight gradient shares g among
+    them as amax does."""
+    from spikeforge.neuron import _sparse_kernels as kernels
+    from spikeforge.neuron.sparse import _beta_tables
+
+    steps, inputs, outputs = 12, 3, 2
+    spikes = torch.zeros(steps, 1, inputs)
+    spikes[2, 0, 0] = spikes[5, 0, 1] = spikes[8, 0, 2] = 1.0
+    weight = torch.tensor([[1.0, 2.0, -4.0], [0.5, -1.0, 0.25]])
+    rows = spikes.reshape(steps, inputs)
+    offsets = torch.zeros(steps + 1, dtype=torch.int64)
+    offsets[1:] = rows.sum(1).cumsum(0).long()
+    columns = rows.nonzero()[:, 1].to(torch.int32)
+    padded = kernels.READOUT_LANES
+    weight_t = torch.zeros(inputs, padded)
+    weight_t[:, :outputs] = weight.t()
+    membrane = torch.empty(1, steps, outputs)
+    scores = torch.empty(1, outputs)
+    peaks = torch.empty(3, 1, outputs, dtype=torch.int32)
+    args = (offsets.numpy(), columns.numpy(), weight_t.numpy(), np.float32(1.0), True)
+    kernels.readout_forward(*args, membrane.numpy(), scores.numpy(), peaks.numpy())
+    assert peaks[:, 0, 0].tolist() == [5, 3, 7]  # v = 0 0 1 1 1 3 3 3 -1 ...
+    grad_scores = torch.tensor([[1.5, -0.5]])
+    no_entries = torch.zeros(4, 0, dtype=torch.int32)
+    parts, _, _ = kernels.readout_backward(
+        grad_scores.numpy(), membrane.numpy(), scores.numpy(), peaks.numpy(),
+        *_beta_tables(1.0, steps, np.dtype(np.float32)), True, offsets.numpy(), columns.numpy(),
+        weight_t.numpy(), no_entries.numpy(), torch.zeros(2, dtype=torch.int64).numpy(),
+        True, False, False, 1,
+    )  # fmt: skip
+    reference = weight.clone().requires_grad_()
+    (_leaky_readout(spikes, reference, 1.0, "max") * grad_scores).sum().backward()
+    torch.testing.assert_close(torch.from_numpy(parts[0][:, :outputs]).t(), reference.grad)

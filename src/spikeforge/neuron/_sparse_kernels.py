@@ -411,18 +411,23 @@ def _zero_unused(parts, zeroed):
             parts[thread] = 0.0
 
 
+# rows of the readout's [3, B, O] peak record: first step of the maximum, steps that reach it,
+# last of them
+PEAK_FIRST, PEAK_TIES, PEAK_LAST = 0, 1, 2
+
 # The readout's rows are padded to a multiple of READOUT_LANES floats (zeros past the real
 # outputs): loops over a padded row then run as whole vector operations, with no remainder.
 READOUT_LANES = 16
 
 
 @nb.njit(parallel=True, cache=True)
-def readout_forward(offsets, columns, weight_t, beta, use_max, membrane, scores, peak_step, ties):
+def readout_forward(offsets, columns, weight_t, beta, use_max, membrane, scores, peaks):
     """Leaky readout of sparse binary input: ``v[t] = beta v[t-1] + W b[t]`` per batch item
     (``W b[t]`` summed over the spikes of row ``t * B + b``; ``weight_t`` is ``W^T`` padded to
     whole blocks of :data:`READOUT_LANES` columns), ``membrane``: ``[B, T, O]``; ``scores[b]`` =
-    ``max_t v[t]`` (``use_max``) or ``(1/T) sum_t v[t]``. With ``use_max`` also the first step
-    of the maximum (``peak_step[b, o]``) and how many steps reach it (``ties[b, o]``)."""
+    ``max_t v[t]`` (``use_max``) or ``(1/T) sum_t v[t]``. ``peaks`` ``[3, B, O]``: the first
+    step of the maximum (row ``PEAK_FIRST``), how many steps reach it (``PEAK_TIES``) and the
+    last of them (``PEAK_LAST``)."""
     batch, steps, width = membrane.shape
     padded = weight_t.shape[1]
     for b in nb.prange(batch):
@@ -430,6 +435,7 @@ def readout_forward(offsets, columns, weight_t, beta, use_max, membrane, scores,
         best = np.full(width, -np.inf, dtype=membrane.dtype)
         total = np.zeros(width, dtype=membrane.dtype)
         first = np.full(width, -1, dtype=np.int32)
+        latest = np.full(width, -1, dtype=np.int32)
         count = np.zeros(width, dtype=np.int32)
         for t in range(steps):
             r = t * batch + b
@@ -443,12 +449,14 @@ def readout_forward(offsets, columns, weight_t, beta, use_max, membrane, scores,
                 membrane[b, t, o] = v[o]
                 total[o] += v[o]
                 if v[o] > best[o] or v[o] != v[o]:  # a NaN is the max from then on, as in amax
-                    best[o], first[o], count[o] = v[o], t, 1
+                    best[o], first[o], latest[o], count[o] = v[o], t, t, 1
                 elif v[o] == best[o]:
                     count[o] += 1
+                    latest[o] = t
         for o in range(width):
             scores[b, o] = best[o] if use_max else total[o] / steps
-            peak_step[b, o], ties[b, o] = first[o], count[o]
+            peaks[PEAK_FIRST, b, o], peaks[PEAK_TIES, b, o] = first[o], count[o]
+            peaks[PEAK_LAST, b, o] = latest[o]
 
 
 @nb.njit(parallel=True, cache=True, fastmath=_VECTOR_MATH)
@@ -456,8 +464,7 @@ def readout_backward(
     grad_scores,
     membrane,
     scores,
-    peak_step,
-    ties,
+    peaks,
     beta_powers,
     beta_sums,
     use_max,
@@ -480,16 +487,18 @@ def readout_backward(
     ``dL/dv[t'] = g / n_ties`` at the steps where ``v`` equals the max (``use_max``; ties share, as
     ``torch.amax``), so ``c[t] = (g / n_ties) sum over tied t' >= t of beta^(t'-t)``; else
     ``dL/dv = g / T`` at every step and ``c[t] = (g / T) sum_{k < T-t} beta^k``
-    (``beta_powers[k] = beta^k``, ``beta_sums[k] = sum_{m < k} beta^m``). Then
-    ``dW^T[i, :] += c[t]`` for every input spike ``i`` of row ``t * B + b`` and
-    ``up_values[u] = c[t] . W^T[j, :]`` at the upstream layer's active entries ``u = (t, b, j)``
-    (``up_entries``/``up_offsets``, laid out as :func:`sparse_backward`'s ``entries``: all the
-    upstream sparse backward reads), with ``fill_indices`` also their COO coordinates
-    ``up_indices[:, u] = (t, b, j)``. ``threads``: Numba's thread count.
+    (``beta_powers[k] = beta^k``, ``beta_sums[k] = sum_{m < k} beta^m``). ``c`` is zero after
+    the last step of a maximum (``peaks``, from :func:`readout_forward`), and only the steps up
+    to it are visited. Then ``dW^T[i, :] += c[t]`` for every input spike ``i`` of row
+    ``t * B + b`` and ``up_values[u] = c[t] . W^T[j, :]`` at the upstream layer's active entries
+    ``u = (t, b, j)`` (``up_entries``/``up_offsets``, laid out as :func:`sparse_backward`'s
+    ``entries``: all the upstream sparse backward reads), with ``fill_indices`` also their COO
+    coordinates ``up_indices[:, u] = (t, b, j)``. ``threads``: Numba's thread count.
     """
     batch, steps, width = membrane.shape
     inputs, padded = weight_t.shape
     up_step, up_neuron = up_entries[ENTRY_STEP], up_entries[ENTRY_NEURON]
+    peak_step, ties, last_tie = peaks[PEAK_FIRST], peaks[PEAK_TIES], peaks[PEAK_LAST]
     dtype = weight_t.dtype
     grad_weight_parts = np.empty((threads, inputs, padded if want_weight else 0), dtype=dtype)
     zeroed = np.zeros(threads, dtype=np.bool_)
@@ -503,8 +512,13 @@ def readout_backward(
         if not zeroed[thread]:
             part[:, :] = 0.0
             zeroed[thread] = True
+        last = steps - 1  # the last step where c can be non-zero
+        if use_max:
+            last = 0
+            for o in range(width):
+                last = max(last, last_tie[b, o])
         c = row_buffers[thread]
-        c[:, :] = 0.0
+        c[: last + 1, :] = 0.0
         for o in range(width):
             if not use_max:
                 share = grad_scores[b, o] / steps
@@ -516,12 +530,12 @@ def readout_backward(
                     c[t, o] = grad_scores[b, o] * beta_powers[peak - t]
             elif ties[b, o] > 1:
                 share = grad_scores[b, o] / ties[b, o]
-                for peak in range(peak_step[b, o], steps):
+                for peak in range(peak_step[b, o], last_tie[b, o] + 1):
                     if membrane[b, peak, o] == scores[b, o]:
                         for t in range(peak + 1):
                             c[t, o] += share * beta_powers[peak - t]
         if want_weight:
-            for t in range(steps):
+            for t in range(last + 1):
                 r = t * batch + b
                 c_t = c[t]
                 for k in range(offsets[r], offsets[r + 1]):
@@ -533,6 +547,8 @@ def readout_backward(
                 t = up_step[u]
                 if fill_indices:
                     up_indices[0, u], up_indices[1, u], up_indices[2, u] = t, b, up_neuron[u]
+                if t > last:
+                    continue
                 c_t = c[t]
                 w_i = weight_t[up_neuron[u]]
                 total = c_t[0] * w_i[0]

@@ -481,14 +481,11 @@ def _beta_tables(beta: float, steps: int, dtype: np.dtype) -> tuple[np.ndarray, 
     return tables
 
 
-def _weight_grad(parts: np.ndarray, width: int) -> torch.Tensor:
-    """``dL/dW`` ``[O, I]`` from a kernel's per-thread partial sums of ``dW^T`` ``[P, I, >= O]``
-    (summed by torch, across its threads): a transposed view, which is the layout of the
-    weights (:func:`spikeforge.nn.layers.input_major`), so autograd keeps it as it is instead
-    of copying it."""
-    parts = torch.from_numpy(parts)[:, :, :width]
-    summed = parts[0] if parts.shape[0] == 1 else parts.sum(0)
-    return summed.contiguous().t()
+def _summed_parts(parts: np.ndarray) -> torch.Tensor:
+    """The sum of a kernel's per-thread partial sums ``[P, R, C]``, contiguous ``[R, C]``
+    (added by torch, across its threads)."""
+    parts = torch.from_numpy(parts)
+    return parts[0] if parts.shape[0] == 1 else parts.sum(0)
 
 
 def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input):
@@ -537,7 +534,9 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
         fill_indices,
         numba.get_num_threads(),
     )
-    grad_weight = _weight_grad(grad_weight_parts, width) if want_weight else None
+    # dW^T summed: dL/dW as a transposed view, the layout of the weights
+    # (spikeforge.nn.layers.input_major), which autograd keeps as it is instead of copying
+    grad_weight = _summed_parts(grad_weight_parts).t() if want_weight else None
     if sparse_input:
         written = torch.from_numpy(up_indices) if fill_indices else None
         return grad_weight, ctx.upstream.sparse_grad(torch.from_numpy(up_values), written)
@@ -642,8 +641,9 @@ class _SparseReadoutFunction(torch.autograd.Function):
         weight_t[:, :outputs] = weight.detach().t()
         membrane = torch.empty(batch, steps, outputs, dtype=weight.dtype)
         scores = torch.empty(batch, outputs, dtype=weight.dtype)
-        peaks = torch.empty(2, batch, outputs, dtype=torch.int32)  # first step of the max, ties
-        peaks_np = peaks.numpy()
+        peaks = torch.empty(
+            3, batch, outputs, dtype=torch.int32
+        )  # first step of the max, ties, last
         use_max = mode == "max"
         kernels.readout_forward(
             offsets.numpy(),
@@ -653,8 +653,7 @@ class _SparseReadoutFunction(torch.autograd.Function):
             use_max,
             membrane.numpy(),
             scores.numpy(),
-            peaks_np[0],
-            peaks_np[1],
+            peaks.numpy(),
         )
         ctx.upstream, ctx.beta, ctx.use_max = upstream, beta, use_max
         ctx.save_for_backward(
@@ -670,16 +669,15 @@ class _SparseReadoutFunction(torch.autograd.Function):
         from spikeforge.neuron import _sparse_kernels as kernels
 
         weight_t, membrane, scores, peaks, offsets, columns, up_ints, up_offsets = ctx.saved_tensors
-        steps, width = membrane.shape[1:]
+        steps = membrane.shape[1]
         want_weight, want_input = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
         fill_indices = want_input and ctx.upstream.wants_indices()
-        peaks_np, weight_t_np = peaks.numpy(), weight_t.numpy()
+        weight_t_np = weight_t.numpy()
         grad_weight_parts, values, indices = kernels.readout_backward(
             grad_scores.to(weight_t.dtype).contiguous().numpy(),
             membrane.numpy(),
             scores.numpy(),
-            peaks_np[0],
-            peaks_np[1],
+            peaks.numpy(),
             *_beta_tables(ctx.beta, steps, weight_t_np.dtype),
             ctx.use_max,
             offsets.numpy(),
@@ -692,7 +690,9 @@ class _SparseReadoutFunction(torch.autograd.Function):
             fill_indices,
             numba.get_num_threads(),
         )
-        grad_weight = _weight_grad(grad_weight_parts, width) if want_weight else None
+        grad_weight = None
+        if want_weight:  # dW^T padded: dL/dW in the readout weight's own layout
+            grad_weight = _summed_parts(grad_weight_parts)[:, : scores.shape[1]].t().contiguous()
         grad_input = None
         if want_input:
             written = torch.from_numpy(indices) if fill_indices else None
