@@ -24,6 +24,10 @@ import math
 import numba as nb
 import numpy as np
 
+# Per-thread scratch rows are allocated this many elements (at least 64 bytes) longer than they
+# are used, so that no cache line holds the ends of two threads' rows (written at every step)
+THREAD_GAP = 16
+
 # rows of the [4, n] int32 entry arrays (see the module docstring)
 ENTRY_STEP, ENTRY_NEURON, ENTRY_SUCCESSOR, ENTRY_SPAN = 0, 1, 2, 3
 
@@ -303,18 +307,20 @@ def sparse_backward(
     dense_from = max(width // _DENSE_ROW_DIVISOR, 1)
     # per thread: the row D[t, :], the live neurons (and each one's place in that list), the
     # neurons whose span begins one step above t (ends[t, :n_end[t]])
-    row_buffers = np.empty((threads, width), dtype=dtype)
-    live_buffers = np.empty((threads, 2, width), dtype=np.int32)
-    end_buffers = np.empty((threads, steps, width), dtype=np.int32)
-    end_counts = np.empty((threads, steps), dtype=np.int64)
+    # (rows of THREAD_GAP more elements than they use: threads never write one cache line)
+    row_buffers = np.empty((threads, width + THREAD_GAP), dtype=dtype)
+    live_buffers = np.empty((threads, 2, width + THREAD_GAP), dtype=np.int32)
+    end_buffers = np.empty((threads, steps + 1, width), dtype=np.int32)
+    end_counts = np.empty((threads, steps + THREAD_GAP), dtype=np.int64)
     for b in nb.prange(batch):
         thread = nb.get_thread_id()
         part = grad_weight_parts[thread]
         if not zeroed[thread]:
             part[:, :] = 0.0
             zeroed[thread] = True
-        row, ends, n_end = row_buffers[thread], end_buffers[thread], end_counts[thread]
-        live_list, place = live_buffers[thread, 0], live_buffers[thread, 1]
+        row, ends = row_buffers[thread, :width], end_buffers[thread]
+        n_end = end_counts[thread, :steps]
+        live_list, place = live_buffers[thread, 0, :width], live_buffers[thread, 1, :width]
         first, last = entry_offsets[b], entry_offsets[b + 1]
         if fill_indices:
             for u in range(up_offsets[b], up_offsets[b + 1]):
@@ -505,7 +511,7 @@ def readout_backward(
     n_up = up_step.shape[0] if want_upstream else 0
     up_values = np.zeros(n_up, dtype=dtype)
     up_indices = np.empty((3, n_up if fill_indices else 0), dtype=np.int64)
-    row_buffers = np.empty((threads, steps, padded), dtype=dtype)
+    row_buffers = np.empty((threads, steps + 1, padded), dtype=dtype)  # + 1: see THREAD_GAP
     for b in nb.prange(batch):
         thread = nb.get_thread_id()
         part = grad_weight_parts[thread]
