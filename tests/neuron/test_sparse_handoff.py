@@ -303,10 +303,10 @@ def test_layer_room_hint_follows_activity_and_changes_no_result():
 
 @pytest.mark.parametrize("parts", [1, 2, 3])
 def test_per_thread_weight_sums_are_added(parts):
-    sums = torch.randn(parts, 7, 5, generator=torch.Generator().manual_seed(parts)).numpy()
+    sums = torch.randn(parts, 7, 5, generator=torch.Generator().manual_seed(parts))
     total = _summed_parts(sums)
     assert total.is_contiguous() and total.shape == (7, 5)
-    torch.testing.assert_close(total, torch.from_numpy(sums.sum(0)))
+    torch.testing.assert_close(total, sums.sum(0))
 
 
 def test_weight_gradient_with_more_threads_than_batch_items():
@@ -355,11 +355,13 @@ def test_readout_kernels_on_a_plateau_of_tied_maxima():
     assert peaks[:, 0, 0].tolist() == [5, 3, 7]  # v = 0 0 1 1 1 3 3 3 -1 ...
     grad_scores = torch.tensor([[1.5, -0.5]])
     no_entries = torch.zeros(4, 0, dtype=torch.int32)
-    parts, _, _ = kernels.readout_backward(
+    parts = np.empty((1, inputs, padded), dtype=np.float32)
+    kernels.readout_backward(
         grad_scores.numpy(), membrane.numpy(), scores.numpy(), peaks.numpy(),
         *_beta_tables(1.0, steps, np.dtype(np.float32)), True, offsets.numpy(), columns.numpy(),
         weight_t.numpy(), no_entries.numpy(), torch.zeros(2, dtype=torch.int64).numpy(),
-        True, False, False, 1,
+        True, False, False, parts, np.zeros(0, np.float32), np.zeros((3, 0), np.int64),
+        np.empty((1, steps + 1, padded), np.float32),
     )  # fmt: skip
     reference = weight.clone().requires_grad_()
     (_leaky_readout(spikes, reference, 1.0, "max") * grad_scores).sum().backward()

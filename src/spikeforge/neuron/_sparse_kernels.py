@@ -256,11 +256,23 @@ def sparse_backward(
     want_input,
     want_upstream,
     fill_indices,
-    threads,
+    grad_entries,
+    grad_weight_parts,
+    grad_input,
+    up_values,
+    up_indices,
+    row_buffers,
+    live_buffers,
+    end_buffers,
+    end_counts,
 ):
-    """Gradients from the active entries alone; returns ``(dW^T parts, dx, up_values,
-    up_indices)``, each empty when not asked for (``dW^T`` as one ``[I, O]`` partial sum per
-    thread).
+    """Gradients from the active entries alone, written into ``grad_entries`` (``dL/dnet`` at
+    each entry), ``grad_weight_parts`` (``dW^T``, one ``[I, O]`` partial sum per thread, each
+    zeroed here by its thread), ``grad_input`` (zero-filled), ``up_values`` (zero-filled) and
+    ``up_indices``, each empty when not asked for. Per-thread scratch (``P`` threads, rows
+    :data:`THREAD_GAP` longer than used): ``row_buffers`` ``[P, O + gap]``, ``live_buffers``
+    ``[P, 2, O + gap]`` int32, ``end_buffers`` ``[P, T + 1, O]`` int32, ``end_counts``
+    ``[P, T + gap]`` int64. All are the caller's tensors, so that the memory is torch's.
 
     ``entries``: ``[4, n]`` rows ``ENTRY_STEP``, ``ENTRY_NEURON``, ``ENTRY_SUCCESSOR``,
     ``ENTRY_SPAN`` (see the module docstring), ``surrogate[e] = sigma'[e]``. Per batch item
@@ -282,7 +294,6 @@ def sparse_backward(
     Rows no span reaches are skipped, and a row costs the smaller of its live neurons and ``O``
     divided by the vector width, so the cost follows the input spikes, the upstream entries and
     the spans (plus one scaling of the row per step while it has live neurons).
-    ``threads``: Numba's thread count (one partial sum and buffers per thread).
     ``grad``: ``[T*B, N]``, or, when ``per_entry``, ``[1, n]``, ``g`` at each entry (the
     downstream layer sent its gradient only there); with ``with_counts``, ``grad_counts[b, j]``,
     the gradient of the spike counts ``sum_t s[t, b, j]`` (a spike-rate regulariser's), is added
@@ -294,30 +305,18 @@ def sparse_backward(
     batch = entry_offsets.shape[0] - 1
     steps = beta_powers.shape[0] - 1
     in_width, width = weight_t.shape
-    dtype = surrogate.dtype
-    grad_entries = np.empty(step.shape[0], dtype=dtype)
-    # one partial dW^T per thread, zeroed by its thread (in its cache) before its first use
-    grad_weight_parts = np.empty((threads, in_width, width if want_weight else 0), dtype=dtype)
-    zeroed = np.zeros(threads, dtype=np.bool_)
-    grad_input = np.zeros((steps * batch if want_input else 0, in_width), dtype=dtype)
-    n_up = up_step.shape[0] if want_upstream else 0
-    up_values = np.zeros(n_up, dtype=dtype)
-    up_indices = np.empty((3, n_up if fill_indices else 0), dtype=np.int64)
     beta = beta_powers[1]
     dense_from = max(width // _DENSE_ROW_DIVISOR, 1)
-    # per thread: the row D[t, :], the live neurons (and each one's place in that list), the
-    # neurons whose span begins one step above t (ends[t, :n_end[t]])
-    # (rows of THREAD_GAP more elements than they use: threads never write one cache line)
-    row_buffers = np.empty((threads, width + THREAD_GAP), dtype=dtype)
-    live_buffers = np.empty((threads, 2, width + THREAD_GAP), dtype=np.int32)
-    end_buffers = np.empty((threads, steps + 1, width), dtype=np.int32)
-    end_counts = np.empty((threads, steps + THREAD_GAP), dtype=np.int64)
+    # a thread zeroes its partial dW^T (in its own cache) before its first batch item
+    zeroed = np.zeros(row_buffers.shape[0], dtype=np.bool_)
     for b in nb.prange(batch):
         thread = nb.get_thread_id()
         part = grad_weight_parts[thread]
         if not zeroed[thread]:
             part[:, :] = 0.0
             zeroed[thread] = True
+        # the row D[t, :], the live neurons (and each one's place in that list), the neurons
+        # whose span begins one step above t (ends[t, :n_end[t]])
         row, ends = row_buffers[thread, :width], end_buffers[thread]
         n_end = end_counts[thread, :steps]
         live_list, place = live_buffers[thread, 0, :width], live_buffers[thread, 1, :width]
@@ -405,8 +404,8 @@ def sparse_backward(
                     w_j = weight[j]
                     for i in range(in_width):
                         out[i] += d_t * w_j[i]
-    _zero_unused(grad_weight_parts, zeroed)
-    return grad_weight_parts, grad_input, up_values, up_indices
+    if want_weight:
+        _zero_unused(grad_weight_parts, zeroed)
 
 
 @nb.njit(cache=True)
@@ -482,11 +481,16 @@ def readout_backward(
     want_weight,
     want_upstream,
     fill_indices,
-    threads,
+    grad_weight_parts,
+    up_values,
+    up_indices,
+    row_buffers,
 ):
-    """Backward of :func:`readout_forward` from ``grad_scores`` ``[B, O]``; returns ``(dW^T
-    parts, up_values, up_indices)`` (``dW^T``: one padded ``[I, O]`` partial sum per thread),
-    each empty when not asked for.
+    """Backward of :func:`readout_forward` from ``grad_scores`` ``[B, O]``, written into
+    ``grad_weight_parts`` (``dW^T``: one padded ``[I, O]`` partial sum per thread, each zeroed
+    here by its thread), ``up_values`` (zero-filled) and ``up_indices``, each empty when not
+    asked for; ``row_buffers``: per-thread scratch ``[P, T + 1, O]`` (padded). All are the
+    caller's tensors, so that the memory is torch's.
 
     ``c[t] = dL/d(W b[t]) = sum_{t' >= t} beta^(t'-t) dL/dv[t']`` (a per-thread ``[T, O]``
     buffer padded like ``weight_t``), in closed form rather than by the recurrence:
@@ -499,19 +503,13 @@ def readout_backward(
     ``t * B + b`` and ``up_values[u] = c[t] . W^T[j, :]`` at the upstream layer's active entries
     ``u = (t, b, j)`` (``up_entries``/``up_offsets``, laid out as :func:`sparse_backward`'s
     ``entries``: all the upstream sparse backward reads), with ``fill_indices`` also their COO
-    coordinates ``up_indices[:, u] = (t, b, j)``. ``threads``: Numba's thread count.
+    coordinates ``up_indices[:, u] = (t, b, j)``.
     """
     batch, steps, width = membrane.shape
-    inputs, padded = weight_t.shape
+    padded = weight_t.shape[1]
     up_step, up_neuron = up_entries[ENTRY_STEP], up_entries[ENTRY_NEURON]
     peak_step, ties, last_tie = peaks[PEAK_FIRST], peaks[PEAK_TIES], peaks[PEAK_LAST]
-    dtype = weight_t.dtype
-    grad_weight_parts = np.empty((threads, inputs, padded if want_weight else 0), dtype=dtype)
-    zeroed = np.zeros(threads, dtype=np.bool_)
-    n_up = up_step.shape[0] if want_upstream else 0
-    up_values = np.zeros(n_up, dtype=dtype)
-    up_indices = np.empty((3, n_up if fill_indices else 0), dtype=np.int64)
-    row_buffers = np.empty((threads, steps + 1, padded), dtype=dtype)  # + 1: see THREAD_GAP
+    zeroed = np.zeros(row_buffers.shape[0], dtype=np.bool_)
     for b in nb.prange(batch):
         thread = nb.get_thread_id()
         part = grad_weight_parts[thread]
@@ -561,8 +559,8 @@ def readout_backward(
                 for o in range(1, padded):
                     total += c_t[o] * w_i[o]
                 up_values[u] = total
-    _zero_unused(grad_weight_parts, zeroed)
-    return grad_weight_parts, up_values, up_indices
+    if want_weight:
+        _zero_unused(grad_weight_parts, zeroed)
 
 
 @nb.njit(parallel=True, cache=True)

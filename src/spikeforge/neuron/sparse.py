@@ -157,7 +157,7 @@ class _ActiveEntries:
 
     def sparse_grad(self, values: torch.Tensor, indices: torch.Tensor | None = None):
         """The gradient ``values`` at these entries as a sparse COO tensor; ``indices``: those
-        a kernel wrote (:meth:`indices_to_fill`), kept for the next call."""
+        a kernel wrote (:meth:`wants_indices`), kept for the next call."""
         if indices is not None:
             self._indices = indices
         return torch.sparse_coo_tensor(
@@ -481,10 +481,9 @@ def _beta_tables(beta: float, steps: int, dtype: np.dtype) -> tuple[np.ndarray, 
     return tables
 
 
-def _summed_parts(parts: np.ndarray) -> torch.Tensor:
+def _summed_parts(parts: torch.Tensor) -> torch.Tensor:
     """The sum of a kernel's per-thread partial sums ``[P, R, C]``, contiguous ``[R, C]``
     (added by torch, across its threads)."""
-    parts = torch.from_numpy(parts)
     return parts[0] if parts.shape[0] == 1 else parts.sum(0)
 
 
@@ -513,7 +512,23 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
     else:  # unused by the kernel
         up_ints, up_offsets, fill_indices = ints, entry_offsets, False
     weight_t = weight.detach().t().contiguous()  # W^T, [I, O]: a view of input-major weights
-    grad_weight_parts, grad_input, up_values, up_indices = kernels.sparse_backward(
+    in_width = weight_t.shape[0]
+    threads, gap = numba.get_num_threads(), kernels.THREAD_GAP
+    n_up = up_ints.shape[1] if sparse_input else 0
+    outputs = (
+        torch.empty(ints.shape[1], dtype=dtype),  # dL/dnet at each entry
+        torch.empty(threads, in_width, width if want_weight else 0, dtype=dtype),  # dW^T parts
+        torch.zeros(steps * batch if dense_input else 0, in_width, dtype=dtype),
+        torch.zeros(n_up, dtype=dtype),  # the gradient at the upstream entries
+        torch.empty(3, n_up if fill_indices else 0, dtype=torch.int64),  # and their indices
+    )
+    scratch = (
+        torch.empty(threads, width + gap, dtype=dtype),
+        torch.empty(threads, 2, width + gap, dtype=torch.int32),
+        torch.empty(threads, steps + 1, width, dtype=torch.int32),
+        torch.empty(threads, steps + gap, dtype=torch.int64),
+    )
+    kernels.sparse_backward(
         grad.numpy(),
         per_entry,
         counts.numpy(),
@@ -532,17 +547,16 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
         dense_input,
         sparse_input,
         fill_indices,
-        numba.get_num_threads(),
+        *(array.numpy() for array in outputs + scratch),
     )
+    _, grad_weight_parts, grad_input, up_values, up_indices = outputs
     # dW^T summed: dL/dW as a transposed view, the layout of the weights
     # (spikeforge.nn.layers.input_major), which autograd keeps as it is instead of copying
     grad_weight = _summed_parts(grad_weight_parts).t() if want_weight else None
     if sparse_input:
-        written = torch.from_numpy(up_indices) if fill_indices else None
-        return grad_weight, ctx.upstream.sparse_grad(torch.from_numpy(up_values), written)
-    if dense_input:
-        return grad_weight, torch.from_numpy(grad_input)
-    return grad_weight, None
+        written = up_indices if fill_indices else None
+        return grad_weight, ctx.upstream.sparse_grad(up_values, written)
+    return grad_weight, grad_input if dense_input else None
 
 
 def _dense_current(spikes_in, weight, matmul_dtype):
@@ -641,9 +655,8 @@ class _SparseReadoutFunction(torch.autograd.Function):
         weight_t[:, :outputs] = weight.detach().t()
         membrane = torch.empty(batch, steps, outputs, dtype=weight.dtype)
         scores = torch.empty(batch, outputs, dtype=weight.dtype)
-        peaks = torch.empty(
-            3, batch, outputs, dtype=torch.int32
-        )  # first step of the max, ties, last
+        # per output: the first step of the maximum, how many steps tie there, the last of them
+        peaks = torch.empty(3, batch, outputs, dtype=torch.int32)
         use_max = mode == "max"
         kernels.readout_forward(
             offsets.numpy(),
@@ -673,7 +686,15 @@ class _SparseReadoutFunction(torch.autograd.Function):
         want_weight, want_input = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
         fill_indices = want_input and ctx.upstream.wants_indices()
         weight_t_np = weight_t.numpy()
-        grad_weight_parts, values, indices = kernels.readout_backward(
+        threads, (inputs, padded) = numba.get_num_threads(), weight_t.shape
+        n_up = up_ints.shape[1] if want_input else 0
+        buffers = (
+            torch.empty(threads, inputs, padded if want_weight else 0, dtype=weight_t.dtype),
+            torch.zeros(n_up, dtype=weight_t.dtype),  # the gradient at the upstream entries
+            torch.empty(3, n_up if fill_indices else 0, dtype=torch.int64),  # and their indices
+            torch.empty(threads, steps + 1, padded, dtype=weight_t.dtype),  # scratch
+        )
+        kernels.readout_backward(
             grad_scores.to(weight_t.dtype).contiguous().numpy(),
             membrane.numpy(),
             scores.numpy(),
@@ -688,15 +709,16 @@ class _SparseReadoutFunction(torch.autograd.Function):
             want_weight,
             want_input,
             fill_indices,
-            numba.get_num_threads(),
+            *(array.numpy() for array in buffers),
         )
+        grad_weight_parts, values, indices, _ = buffers
         grad_weight = None
         if want_weight:  # dW^T padded: dL/dW in the readout weight's own layout
             grad_weight = _summed_parts(grad_weight_parts)[:, : scores.shape[1]].t().contiguous()
         grad_input = None
         if want_input:
-            written = torch.from_numpy(indices) if fill_indices else None
-            grad_input = ctx.upstream.sparse_grad(torch.from_numpy(values), written)
+            written = indices if fill_indices else None
+            grad_input = ctx.upstream.sparse_grad(values, written)
         return grad_input, grad_weight, None, None, None
 
 
