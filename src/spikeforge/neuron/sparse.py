@@ -29,14 +29,15 @@ spikes.
 What is kept for backward: the active entries (step ``t``, neuron ``j``, sigma', the next
 active entry of the same neuron within its reset segment, and the first step of the entry's span:
 20 bytes each), the input spikes as compressed sparse rows (the column of every one), and the
-weight. The Numba backend (CPU), per batch item, computes ``d`` at the entries, lays it out as
-rows ``d[t, :]`` only at the steps that are read (those with an input spike or an upstream
-active entry) and only where a span reaches, then adds such a row to ``dW^T[i, :]`` per input
-spike ``i`` and dots it with ``W[:, i]`` per upstream active entry: contiguous row operations
-whose number follows the input spikes and the active entries, not ``T * B``. When the input
-comes from another sparse layer, the input gradient is sent back at that layer's active entries
-only (a sparse COO tensor); the accumulator readout (:func:`sparse_readout`) does the same. The
-PyTorch backend does the same work in whole-tensor operations
+weight (sparse layers store it input-major, ``W^T`` contiguous, so that the kernels' ``dW^T``
+is the gradient's own layout). The Numba backend (CPU), per batch item, computes ``d`` at the
+entries, then sweeps the steps downwards holding the row ``d[t, :]`` (scaled by ``beta`` each
+step while a span goes on), and at the steps where some span reaches adds it to ``dW^T[i, :]``
+per input spike ``i`` and dots it with ``W[:, i]`` per upstream active entry: contiguous row
+operations whose number follows the input spikes and the active entries, not ``T * B``. When
+the input comes from another sparse layer, the input gradient is sent back at that layer's active
+entries only (a sparse COO tensor); the accumulator readout (:func:`sparse_readout`) does the
+same. The PyTorch backend does the same work in whole-tensor operations
 (:mod:`spikeforge.neuron.sparse_torch`): entries gathered by one sort, the chain recurrence by
 pointer jumping, the weight and input gradients as sparse-dense products; it keeps the entries
 and the input spikes as compressed rows of ``X^T`` for backward and passes dense input gradients
