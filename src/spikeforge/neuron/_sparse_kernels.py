@@ -429,16 +429,18 @@ READOUT_LANES = 16
 def readout_forward(offsets, columns, weight_t, beta, use_max, membrane, scores, peaks):
     """Leaky readout of sparse binary input: ``v[t] = beta v[t-1] + W b[t]`` per batch item
     (``W b[t]`` summed over the spikes of row ``t * B + b``; ``weight_t`` is ``W^T`` padded to
-    whole blocks of :data:`READOUT_LANES` columns), ``membrane``: ``[B, T, O]``; ``scores[b]`` =
-    ``max_t v[t]`` (``use_max``) or ``(1/T) sum_t v[t]``. ``peaks`` ``[3, B, O]``: the first
+    whole blocks of :data:`READOUT_LANES` columns); ``scores[b]`` = ``max_t v[t]`` (``use_max``,
+    and then the trace ``membrane`` ``[B, T, O]``, which the backward reads where steps tie) or
+    ``(1/T) sum_t v[t]`` (``membrane`` unused). ``peaks`` ``[3, B, O]``: the first
     step of the maximum (row ``PEAK_FIRST``), how many steps reach it (``PEAK_TIES``) and the
     last of them (``PEAK_LAST``)."""
-    batch, steps, width = membrane.shape
+    batch, width = scores.shape
+    steps = (offsets.shape[0] - 1) // batch
     padded = weight_t.shape[1]
     for b in nb.prange(batch):
-        v = np.zeros(padded, dtype=membrane.dtype)
-        best = np.full(width, -np.inf, dtype=membrane.dtype)
-        total = np.zeros(width, dtype=membrane.dtype)
+        v = np.zeros(padded, dtype=scores.dtype)
+        best = np.full(width, -np.inf, dtype=scores.dtype)
+        total = np.zeros(width, dtype=scores.dtype)
         first = np.full(width, -1, dtype=np.int32)
         latest = np.full(width, -1, dtype=np.int32)
         count = np.zeros(width, dtype=np.int32)
@@ -451,7 +453,8 @@ def readout_forward(offsets, columns, weight_t, beta, use_max, membrane, scores,
                 for o in range(padded):
                     v[o] += w_i[o]
             for o in range(width):
-                membrane[b, t, o] = v[o]
+                if use_max:
+                    membrane[b, t, o] = v[o]
                 total[o] += v[o]
                 if v[o] > best[o] or v[o] != v[o]:  # a NaN is the max from then on, as in amax
                     best[o], first[o], latest[o], count[o] = v[o], t, t, 1
@@ -505,7 +508,8 @@ def readout_backward(
     ``entries``: all the upstream sparse backward reads), with ``fill_indices`` also their COO
     coordinates ``up_indices[:, u] = (t, b, j)``.
     """
-    batch, steps, width = membrane.shape
+    batch, width = scores.shape
+    steps = row_buffers.shape[1] - 1
     padded = weight_t.shape[1]
     up_step, up_neuron = up_entries[ENTRY_STEP], up_entries[ENTRY_NEURON]
     peak_step, ties, last_tie = peaks[PEAK_FIRST], peaks[PEAK_TIES], peaks[PEAK_LAST]

@@ -654,11 +654,12 @@ class _SparseReadoutFunction(torch.autograd.Function):
         padded = -(-outputs // kernels.READOUT_LANES) * kernels.READOUT_LANES
         weight_t = torch.zeros(inputs, padded, dtype=weight.dtype)
         weight_t[:, :outputs] = weight.detach().t()
-        membrane = torch.empty(batch, steps, outputs, dtype=weight.dtype)
+        use_max = mode == "max"
+        # the trace is kept only where the backward reads it: at tied maxima
+        membrane = torch.empty(batch, steps if use_max else 0, outputs, dtype=weight.dtype)
         scores = torch.empty(batch, outputs, dtype=weight.dtype)
         # per output: the first step of the maximum, how many steps tie there, the last of them
         peaks = torch.empty(3, batch, outputs, dtype=torch.int32)
-        use_max = mode == "max"
         kernels.readout_forward(
             offsets.numpy(),
             columns.numpy(),
@@ -669,7 +670,7 @@ class _SparseReadoutFunction(torch.autograd.Function):
             scores.numpy(),
             peaks.numpy(),
         )
-        ctx.upstream, ctx.beta, ctx.use_max = upstream, beta, use_max
+        ctx.upstream, ctx.beta, ctx.use_max, ctx.steps = upstream, beta, use_max, steps
         ctx.save_for_backward(
             weight_t, membrane, scores, peaks, offsets, columns, upstream.ints,
             upstream.entry_offsets,
@@ -683,7 +684,7 @@ class _SparseReadoutFunction(torch.autograd.Function):
         from spikeforge.neuron import _sparse_kernels as kernels
 
         weight_t, membrane, scores, peaks, offsets, columns, up_ints, up_offsets = ctx.saved_tensors
-        steps = membrane.shape[1]
+        steps = ctx.steps
         want_weight, want_input = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
         fill_indices = want_input and ctx.upstream.wants_indices()
         weight_t_np = weight_t.numpy()
