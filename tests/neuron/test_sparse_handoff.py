@@ -265,8 +265,8 @@ def test_forward_scan_gives_the_same_entries_with_or_without_a_second_scan(monke
     (out_a, (h_a, rows_a), grad_a, n_a), (out_b, (h_b, rows_b), grad_b, n_b) = runs[1.0], runs[0.0]
     assert n_a == n_b and int(h_a.entry_offsets.diff().max()) > 64  # a second scan was needed
     assert torch.equal(out_a, out_b) and torch.equal(grad_a, grad_b)
-    first = (h_a.step, h_a.neuron, h_a.entry_offsets, *rows_a)
-    second = (h_b.step, h_b.neuron, h_b.entry_offsets, *rows_b)
+    first = (h_a.ints, h_a.entry_offsets, *rows_a)  # step, neuron, successor, span start
+    second = (h_b.ints, h_b.entry_offsets, *rows_b)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
     masked = spiking_linear_masked_reference(x, w, 0.9, 1.0, "inverse-square", None, 0.5)

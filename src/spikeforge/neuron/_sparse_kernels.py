@@ -187,18 +187,6 @@ def spikes_to_rows(row_spikes, spike_base, spike_slots, spike_offsets, spike_col
 
 
 @nb.njit(parallel=True, cache=True)
-def entry_coordinates(step, neuron, entry_offsets, indices):
-    """``indices[:, e] = (t, b, j)`` of every active entry (``[3, n]`` int64: the indices of the
-    sparse COO gradient a downstream layer sends back at these entries)."""
-    batch = entry_offsets.shape[0] - 1
-    for b in nb.prange(batch):
-        for e in range(entry_offsets[b], entry_offsets[b + 1]):
-            indices[0, e] = step[e]
-            indices[1, e] = b
-            indices[2, e] = neuron[e]
-
-
-@nb.njit(parallel=True, cache=True)
 def count_spikes(spikes, counts):
     """Non-zeros per row of a 0/1 matrix ``[R, I]``; returns how many entries are not 0 or 1."""
     rows, cols = spikes.shape

@@ -117,29 +117,12 @@ _CSR_FORWARD_DENSITY = 0.05
 class _ActiveEntries:
     """The active set of one layer's forward, attached to its output spikes so that the next
     layer (or the readout) can send back its gradient at these entries only, as a sparse COO
-    tensor whose indices are :meth:`coo_indices` (the Numba backend only)."""
+    tensor (the Numba backend only). Its indices ``(t, b, j)`` are written by the first
+    consumer's backward kernel, which visits every entry anyway (:meth:`wants_indices`)."""
 
     def __init__(self, ints, entry_offsets, shape):
         self.ints, self.entry_offsets, self.shape = ints, entry_offsets, shape
         self._indices: torch.Tensor | None = None
-
-    @property
-    def step(self) -> torch.Tensor:
-        return self.ints[0]
-
-    @property
-    def neuron(self) -> torch.Tensor:
-        return self.ints[1]
-
-    def coo_indices(self) -> torch.Tensor:
-        if self._indices is None:
-            from spikeforge.neuron import _sparse_kernels as kernels
-
-            indices = torch.empty(3, self.step.shape[0], dtype=torch.int64)
-            args = (self.step.numpy(), self.neuron.numpy(), self.entry_offsets.numpy())
-            kernels.entry_coordinates(*args, indices.numpy())
-            self._indices = indices
-        return self._indices
 
     def wants_indices(self) -> bool:
         """Whether the COO indices are still to be written: a consumer's backward kernel, which
@@ -158,12 +141,12 @@ class _ActiveEntries:
 
     def sparse_grad(self, values: torch.Tensor, indices: torch.Tensor | None = None):
         """The gradient ``values`` at these entries as a sparse COO tensor; ``indices``: those
-        a kernel wrote (:meth:`wants_indices`), kept for the next call."""
+        a kernel wrote when :meth:`wants_indices` said so, kept for any later consumer."""
         if indices is not None:
             self._indices = indices
-        return torch.sparse_coo_tensor(
-            self.coo_indices(), values, self.shape, check_invariants=False
-        )
+        if self._indices is None:
+            raise RuntimeError("no COO indices for these entries: the kernel writes them first")
+        return torch.sparse_coo_tensor(self._indices, values, self.shape, check_invariants=False)
 
 
 _HANDLE = "_spikeforge_active_entries"
