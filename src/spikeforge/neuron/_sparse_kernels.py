@@ -335,7 +335,9 @@ def sparse_backward(
         live = 0
         e = last - 1
         u = up_offsets[b + 1] - 1
-        for t in range(steps - 1, -1, -1):
+        # above the newest entry's step D is zero: the sweep starts there
+        top = step[last - 1] if last > first else -1
+        for t in range(top, -1, -1):
             if live > 0:
                 for o in range(width):
                     row[o] *= beta
