@@ -299,10 +299,7 @@ def sparse_backward(
     zeroed = np.zeros(row_buffers.shape[0], dtype=np.bool_)
     for b in nb.prange(batch):
         thread = nb.get_thread_id()
-        part = grad_weight_parts[thread]
-        if not zeroed[thread]:
-            part[:, :] = 0.0
-            zeroed[thread] = True
+        part = _own_part(grad_weight_parts, zeroed, thread)
         # the row D[t, :], the live neurons (and each one's place in that list), the neurons
         # whose span begins one step above t (ends[t, :n_end[t]])
         row, ends = row_buffers[thread, :width], end_buffers[thread]
@@ -398,6 +395,16 @@ def sparse_backward(
         _zero_unused(grad_weight_parts, zeroed)
 
 
+@nb.njit(inline="always")
+def _own_part(parts, zeroed, thread):
+    """The calling thread's partial sum, zeroed (in its own cache) at the thread's first use."""
+    part = parts[thread]
+    if not zeroed[thread]:
+        part[:, :] = 0.0
+        zeroed[thread] = True
+    return part
+
+
 @nb.njit(cache=True)
 def _zero_unused(parts, zeroed):
     """Zero the per-thread partial sums of threads that got no batch item."""
@@ -482,8 +489,9 @@ def readout_backward(
     """Backward of :func:`readout_forward` from ``grad_scores`` ``[B, O]``, written into
     ``grad_weight_parts`` (``dW^T``: one padded ``[I, O]`` partial sum per thread, each zeroed
     here by its thread), ``up_values`` (zero-filled) and ``up_indices``, each empty when not
-    asked for; ``row_buffers``: per-thread scratch ``[P, T + 1, O]`` (padded). All are the
-    caller's tensors, so that the memory is torch's.
+    asked for; ``row_buffers``: per-thread scratch ``[P, T + 1, O]`` (padded; the spare row
+    keeps threads off each other's cache lines, :data:`THREAD_GAP`). All are the caller's
+    tensors, so that the memory is torch's.
 
     ``c[t] = dL/d(W b[t]) = sum_{t' >= t} beta^(t'-t) dL/dv[t']`` (a per-thread ``[T, O]``
     buffer padded like ``weight_t``), in closed form rather than by the recurrence:
@@ -499,17 +507,14 @@ def readout_backward(
     coordinates ``up_indices[:, u] = (t, b, j)``.
     """
     batch, width = scores.shape
-    steps = row_buffers.shape[1] - 1
+    steps = (offsets.shape[0] - 1) // batch
     padded = weight_t.shape[1]
     up_step, up_neuron = up_entries[ENTRY_STEP], up_entries[ENTRY_NEURON]
     peak_step, ties, last_tie = peaks[PEAK_FIRST], peaks[PEAK_TIES], peaks[PEAK_LAST]
     zeroed = np.zeros(row_buffers.shape[0], dtype=np.bool_)
     for b in nb.prange(batch):
         thread = nb.get_thread_id()
-        part = grad_weight_parts[thread]
-        if not zeroed[thread]:
-            part[:, :] = 0.0
-            zeroed[thread] = True
+        part = _own_part(grad_weight_parts, zeroed, thread)
         last = steps - 1  # the last step where c can be non-zero
         if use_max:
             last = 0

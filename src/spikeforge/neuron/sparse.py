@@ -139,13 +139,12 @@ class _ActiveEntries:
             return grad._values()
         return None
 
-    def sparse_grad(self, values: torch.Tensor, indices: torch.Tensor | None = None):
-        """The gradient ``values`` at these entries as a sparse COO tensor; ``indices``: those
-        a kernel wrote when :meth:`wants_indices` said so, kept for any later consumer."""
-        if indices is not None:
-            self._indices = indices
+    def sparse_grad(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The gradient ``values`` at these entries as a sparse COO tensor. ``indices``: the
+        buffer the consumer's kernel filled if :meth:`wants_indices` said so (kept for any later
+        consumer), else unused."""
         if self._indices is None:
-            raise RuntimeError("no COO indices for these entries: the kernel writes them first")
+            self._indices = indices
         return torch.sparse_coo_tensor(self._indices, values, self.shape, check_invariants=False)
 
 
@@ -496,7 +495,7 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
     else:  # unused by the kernel
         up_ints, up_offsets, fill_indices = ints, entry_offsets, False
     weight_t = weight.detach().t().contiguous()  # W^T, [I, O]: a view of input-major weights
-    in_width = weight_t.shape[0]
+    weight_t_np, in_width = weight_t.numpy(), weight_t.shape[0]
     threads, gap = numba.get_num_threads(), kernels.THREAD_GAP
     n_up = up_ints.shape[1] if sparse_input else 0
     outputs = (
@@ -520,9 +519,9 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
         ints.numpy(),
         surrogate_at.numpy(),
         entry_offsets.numpy(),
-        _beta_tables(beta, steps, weight_t.numpy().dtype)[0],
-        weight.detach().contiguous().numpy() if dense_input else weight_t.numpy(),
-        weight_t.numpy(),
+        _beta_tables(beta, steps, weight_t_np.dtype)[0],
+        weight.detach().contiguous().numpy() if dense_input else weight_t_np,
+        weight_t_np,
         offsets_in.numpy(),
         columns.numpy(),
         up_ints.numpy(),
@@ -538,8 +537,7 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
     # (spikeforge.nn.layers.input_major), which autograd keeps as it is instead of copying
     grad_weight = _summed_parts(grad_weight_parts).t() if want_weight else None
     if sparse_input:
-        written = up_indices if fill_indices else None
-        return grad_weight, ctx.upstream.sparse_grad(up_values, written)
+        return grad_weight, ctx.upstream.sparse_grad(up_values, up_indices)
     return grad_weight, grad_input if dense_input else None
 
 
@@ -677,7 +675,8 @@ class _SparseReadoutFunction(torch.autograd.Function):
             torch.empty(threads, inputs, padded if want_weight else 0, dtype=weight_t.dtype),
             torch.zeros(n_up, dtype=weight_t.dtype),  # the gradient at the upstream entries
             torch.empty(3, n_up if fill_indices else 0, dtype=torch.int64),  # and their indices
-            torch.empty(threads, steps + 1, padded, dtype=weight_t.dtype),  # scratch
+            # scratch: c[t] per thread, one spare row each (THREAD_GAP)
+            torch.empty(threads, steps + 1, padded, dtype=weight_t.dtype),
         )
         kernels.readout_backward(
             grad_scores.to(weight_t.dtype).contiguous().numpy(),
@@ -702,8 +701,7 @@ class _SparseReadoutFunction(torch.autograd.Function):
             grad_weight = _summed_parts(grad_weight_parts)[:, : scores.shape[1]].t().contiguous()
         grad_input = None
         if want_input:
-            written = indices if fill_indices else None
-            grad_input = ctx.upstream.sparse_grad(values, written)
+            grad_input = ctx.upstream.sparse_grad(values, indices)
         return grad_input, grad_weight, None, None, None
 
 
