@@ -10,7 +10,6 @@ import torch
 from spikeforge._spike_rows import attached_rows
 from spikeforge.data import latency_encode
 from spikeforge.neuron.sparse import (
-    _summed_parts,
     sparse_readout,
     sparse_spiking_linear,
     spiking_linear_masked_reference,
@@ -301,12 +300,20 @@ def test_layer_room_hint_follows_activity_and_changes_no_result():
     assert torch.equal(g1, g2) and g1.abs().sum() > 0
 
 
-@pytest.mark.parametrize("parts", [1, 2, 3])
-def test_per_thread_weight_sums_are_added(parts):
-    sums = torch.randn(parts, 7, 5, generator=torch.Generator().manual_seed(parts))
-    total = _summed_parts(sums)
-    assert total.is_contiguous() and total.shape == (7, 5)
-    torch.testing.assert_close(total, sums.sum(0))
+@pytest.mark.parametrize(
+    "used", [[True], [True, True], [True, True, True], [False, True, True], [True, False, True]]
+)
+def test_per_thread_weight_sums_are_added_into_the_first(used):
+    from spikeforge.neuron import _sparse_kernels as kernels
+
+    generator = torch.Generator().manual_seed(len(used))
+    parts = torch.randn(len(used), 7, 5, generator=generator)
+    for k, was_used in enumerate(used):
+        if not was_used:  # a thread with no batch item never zeroed its part: garbage stays
+            parts[k] = float("nan")
+    expected = sum(part for part, was_used in zip(parts, used, strict=True) if was_used)
+    kernels._add_parts(parts.numpy(), np.array(used))
+    torch.testing.assert_close(parts[0], expected, rtol=0, atol=1e-6)
 
 
 def test_weight_gradient_with_more_threads_than_batch_items():

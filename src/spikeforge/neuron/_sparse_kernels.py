@@ -255,9 +255,10 @@ def sparse_backward(
     end_counts,
 ):
     """Gradients from the active entries alone, written into ``grad_entries`` (``dL/dnet`` at
-    each entry), ``grad_weight_parts`` (``dW^T``, one ``[I, O]`` partial sum per thread, each
-    zeroed here by its thread), ``grad_input`` (zero-filled), ``up_values`` (zero-filled) and
-    ``up_indices``, each empty when not asked for. Per-thread scratch (``P`` threads, rows
+    each entry), ``grad_weight_parts`` (``[P, I, O]``: one partial ``dW^T`` per thread, each
+    zeroed here by its thread; the total is left in ``grad_weight_parts[0]``), ``grad_input``
+    (zero-filled), ``up_values`` (zero-filled) and ``up_indices``, each empty when not asked
+    for. Per-thread scratch (``P`` threads, rows
     :data:`THREAD_GAP` longer than used): ``row_buffers`` ``[P, O + gap]``, ``live_buffers``
     ``[P, 2, O + gap]`` int32, ``end_buffers`` ``[P, T + 1, O]`` int32, ``end_counts``
     ``[P, T + gap]`` int64. All are the caller's tensors, so that the memory is torch's.
@@ -392,7 +393,7 @@ def sparse_backward(
                     for i in range(in_width):
                         out[i] += d_t * w_j[i]
     if want_weight:
-        _zero_unused(grad_weight_parts, zeroed)
+        _add_parts(grad_weight_parts, zeroed)
 
 
 @nb.njit(inline="always")
@@ -405,12 +406,26 @@ def _own_part(parts, zeroed, thread):
     return part
 
 
-@nb.njit(cache=True)
-def _zero_unused(parts, zeroed):
-    """Zero the per-thread partial sums of threads that got no batch item."""
-    for thread in range(parts.shape[0]):
-        if not zeroed[thread]:
-            parts[thread] = 0.0
+@nb.njit(parallel=True, cache=True)
+def _add_parts(parts, zeroed):
+    """``parts[0] += parts[k]`` for every other thread's partial sum ``k`` that was used
+    (``zeroed[k]``), in thread order; ``parts[0]`` is zeroed first if its thread got no batch item.
+    The rows are split between the threads, each adding its share of all parts."""
+    if not zeroed[0]:
+        parts[0] = 0.0
+    count, rows = parts.shape[0], parts.shape[1]
+    if count == 1:
+        return
+    for share in nb.prange(count):
+        low, high = rows * share // count, rows * (share + 1) // count
+        total = parts[0]
+        for k in range(1, count):
+            if zeroed[k]:
+                part = parts[k]
+                for i in range(low, high):
+                    total_i, part_i = total[i], part[i]
+                    for o in range(part_i.shape[0]):
+                        total_i[o] += part_i[o]
 
 
 # rows of the readout's [3, B, O] peak record: first step of the maximum, steps that reach it,
@@ -487,11 +502,12 @@ def readout_backward(
     row_buffers,
 ):
     """Backward of :func:`readout_forward` from ``grad_scores`` ``[B, O]``, written into
-    ``grad_weight_parts`` (``dW^T``: one padded ``[I, O]`` partial sum per thread, each zeroed
-    here by its thread), ``up_values`` (zero-filled) and ``up_indices``, each empty when not
-    asked for; ``row_buffers``: per-thread scratch ``[P, T + 1, O]`` (padded; the spare row
-    keeps threads off each other's cache lines, :data:`THREAD_GAP`). All are the caller's
-    tensors, so that the memory is torch's.
+    ``grad_weight_parts`` (``[P, I, O]``, padded: one partial ``dW^T`` per thread, each zeroed
+    here by its thread; the total is left in ``grad_weight_parts[0]``), ``up_values``
+    (zero-filled) and ``up_indices``, each empty when not asked for; ``row_buffers``:
+    per-thread scratch ``[P, T + 1, O]`` (padded; the spare row keeps threads off each other's
+    cache lines, :data:`THREAD_GAP`). All are the caller's tensors, so that the memory is
+    torch's.
 
     ``c[t] = dL/d(W b[t]) = sum_{t' >= t} beta^(t'-t) dL/dv[t']`` (a per-thread ``[T, O]``
     buffer padded like ``weight_t``), in closed form rather than by the recurrence:
@@ -559,7 +575,7 @@ def readout_backward(
                     total += c_t[o] * w_i[o]
                 up_values[u] = total
     if want_weight:
-        _zero_unused(grad_weight_parts, zeroed)
+        _add_parts(grad_weight_parts, zeroed)
 
 
 @nb.njit(parallel=True, cache=True)

@@ -464,12 +464,6 @@ def _beta_tables(beta: float, steps: int, dtype: np.dtype) -> tuple[np.ndarray, 
     return tables
 
 
-def _summed_parts(parts: torch.Tensor) -> torch.Tensor:
-    """The sum of a kernel's per-thread partial sums ``[P, R, C]``, contiguous ``[R, C]``
-    (added by torch, across its threads)."""
-    return parts[0] if parts.shape[0] == 1 else parts.sum(0)
-
-
 def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input):
     import numba
 
@@ -533,9 +527,10 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
         *(array.numpy() for array in outputs + scratch),
     )
     _, grad_weight_parts, grad_input, up_values, up_indices = outputs
-    # dW^T summed: dL/dW as a transposed view, the layout of the weights
-    # (spikeforge.nn.layers.input_major), which autograd keeps as it is instead of copying
-    grad_weight = _summed_parts(grad_weight_parts).t() if want_weight else None
+    # dW^T, the threads' parts added into the first by the kernel: dL/dW as a transposed view,
+    # the layout of the weights (spikeforge.nn.layers.input_major), which autograd keeps as it
+    # is instead of copying
+    grad_weight = grad_weight_parts[0].t() if want_weight else None
     if sparse_input:
         return grad_weight, ctx.upstream.sparse_grad(up_values, up_indices)
     return grad_weight, grad_input if dense_input else None
@@ -698,7 +693,7 @@ class _SparseReadoutFunction(torch.autograd.Function):
         grad_weight_parts, values, indices, _ = buffers
         grad_weight = None
         if want_weight:  # dW^T padded: dL/dW in the readout weight's own layout
-            grad_weight = _summed_parts(grad_weight_parts)[:, : scores.shape[1]].t().contiguous()
+            grad_weight = grad_weight_parts[0, :, : scores.shape[1]].t().contiguous()
         grad_input = None
         if want_input:
             grad_input = ctx.upstream.sparse_grad(values, indices)
