@@ -567,8 +567,8 @@ def main() -> int:
         "allocations and frees torch's CPU allocator reported during one call (one training step "
         "after warm-up, Adam state already allocated; one T=5 inference batch), i.e. the most "
         "bytes allocated during the call and alive at once; frees of tensors older than the call "
-        "are invisible to the profiler; non-tensor memory (Python objects, MKL/oneDNN scratch, "
-        "Numba-internal arrays) is not seen",
+        "are not counted; non-tensor memory (Python objects, MKL/oneDNN scratch, Numba-internal "
+        "arrays) is not seen",
         "train_step_mib": {},
         "infer_t5_batch_mib": {},
     }
