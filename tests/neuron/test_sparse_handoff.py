@@ -259,18 +259,51 @@ def test_forward_scan_gives_the_same_entries_with_or_without_a_second_scan(monke
             x, w, 0.9, 1.0, "inverse-square", None, 0.5, "numba", None, stats
         )
         handle = getattr(out, sparse._HANDLE)
+        entries = (handle.ints, handle.entry_offsets)  # the backward releases them
         (grad,) = torch.autograd.grad((out * g).sum(), [w])
-        runs[room] = (out, (handle, attached_rows(out)), grad, stats["active_entries"])
+        runs[room] = (out, (entries, attached_rows(out)), grad, stats["active_entries"])
     (out_a, (h_a, rows_a), grad_a, n_a), (out_b, (h_b, rows_b), grad_b, n_b) = runs[1.0], runs[0.0]
-    assert n_a == n_b and int(h_a.entry_offsets.diff().max()) > 64  # a second scan was needed
+    assert n_a == n_b and int(h_a[1].diff().max()) > 64  # a second scan was needed
     assert torch.equal(out_a, out_b) and torch.equal(grad_a, grad_b)
-    first = (h_a.ints, h_a.entry_offsets, *rows_a)  # step, neuron, successor, span start
-    second = (h_b.ints, h_b.entry_offsets, *rows_b)
+    first = (*h_a, *rows_a)  # step, neuron, successor, span start rows; offsets; spike rows
+    second = (*h_b, *rows_b)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
     masked = spiking_linear_masked_reference(x, w, 0.9, 1.0, "inverse-square", None, 0.5)
     (grad_ref,) = torch.autograd.grad((masked * g).sum(), [w])
     torch.testing.assert_close(grad_a, grad_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_backward_releases_the_entries_and_a_retained_graph_still_gives_the_same_gradients():
+    """Each sparse layer's backward drops its entry arrays and the COO indices its consumer
+    wrote, so a loss kept alive after backward() holds none of them; with retain_graph a second
+    backward (the indices written again) gives the same gradients."""
+    import weakref
+
+    import spikeforge.neuron.sparse as sparse
+
+    x, w1, w2, readout = _weights(4)
+
+    def forward():
+        h1 = sparse_spiking_linear(x, w1, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
+        h2 = sparse_spiking_linear(h1, w2, 0.9, 1.0, "inverse-square", None, 0.3, "numba")
+        return h1, h2, sparse_readout(h2, readout, 0.8, "max").square().sum()
+
+    h1, h2, loss = forward()
+    handles = [getattr(h, sparse._HANDLE) for h in (h1, h2)]
+    entry_arrays = [weakref.ref(handle.ints) for handle in handles]
+    first = torch.autograd.grad(loss, [w1, w2, readout])
+    for handle, entries in zip(handles, entry_arrays, strict=True):
+        assert handle.ints is None and handle._indices is None
+        assert entries() is None  # freed, though the loss and its graph are still alive
+    assert sparse._handle_of(h1) is None  # a new consumer now reads h1 as plain spikes
+
+    _, _, loss = forward()
+    again = torch.autograd.grad(loss, [w1, w2, readout], retain_graph=True)
+    twice = torch.autograd.grad(loss, [w1, w2, readout])
+    for a, b, c in zip(first, again, twice, strict=True):
+        assert a.abs().sum() > 0
+        assert torch.equal(a, b) and torch.equal(b, c)
 
 
 def test_layer_room_hint_follows_activity_and_changes_no_result():

@@ -122,7 +122,16 @@ class _ActiveEntries:
 
     def __init__(self, ints, entry_offsets, shape):
         self.ints, self.entry_offsets, self.shape = ints, entry_offsets, shape
+        self.count = ints.shape[1]
         self._indices: torch.Tensor | None = None
+
+    def release(self) -> None:
+        """Drop the entry arrays and the COO indices. Called at the end of the producing layer's
+        backward, after every consumer's (autograd runs consumers first): a graph the caller
+        keeps after ``backward()`` (its loss until the next one is assigned) then holds no entry
+        memory. A later backward through a retained graph has the consumers write the indices
+        again."""
+        self.ints = self.entry_offsets = self._indices = None
 
     def wants_indices(self) -> bool:
         """Whether the COO indices are still to be written: a consumer's backward kernel, which
@@ -132,7 +141,7 @@ class _ActiveEntries:
 
     def values_of(self, grad: torch.Tensor) -> torch.Tensor | None:
         """The values of a sparse gradient laid out on these entries (None if it is not)."""
-        if not grad.is_sparse or grad._nnz() != self.ints.shape[1] or self._indices is None:
+        if not grad.is_sparse or grad._nnz() != self.count or self._indices is None:
             return None
         indices = grad._indices()
         if indices.data_ptr() == self._indices.data_ptr() or torch.equal(indices, self._indices):
@@ -149,6 +158,13 @@ class _ActiveEntries:
 
 
 _HANDLE = "_spikeforge_active_entries"
+
+
+def _handle_of(spikes: torch.Tensor) -> _ActiveEntries | None:
+    """The active entries of the sparse layer whose output ``spikes`` are, while that layer's
+    backward has not yet released them (else, or for any other tensor, None)."""
+    handle = getattr(spikes, _HANDLE, None)
+    return None if handle is None or handle.ints is None else handle
 
 
 # Room for each batch item's active entries (and spikes) in the forward's single scan, as a
@@ -304,7 +320,7 @@ class _SparseSpikingLinearFunction(torch.autograd.Function):
     ):
         steps, batch, _ = spikes_in.shape
         width = weight.shape[0]
-        upstream = getattr(spikes_in, _HANDLE, None) if backend == "numba" else None
+        upstream = _handle_of(spikes_in) if backend == "numba" else None
         if backend == "numba":
             offsets_in, columns = _input_rows(spikes_in)
             # a sparse input's current is made row by row inside the scans from the input's ones
@@ -531,6 +547,7 @@ def _numba_backward(ctx, grad_spikes, grad_counts, beta, want_weight, want_input
     # the layout of the weights (spikeforge.nn.layers.input_major), which autograd keeps as it
     # is instead of copying
     grad_weight = grad_weight_parts[0].t() if want_weight else None
+    ctx.own.release()  # every consumer of this layer's entries is done with them
     if sparse_input:
         return grad_weight, ctx.upstream.sparse_grad(up_values, up_indices)
     return grad_weight, grad_input if dense_input else None
@@ -705,7 +722,7 @@ def reads_out_sparsely(spikes: torch.Tensor, weight: torch.Tensor) -> bool:
     the Numba backend (its consumer can send the gradient back at that layer's active entries
     only) and ``weight`` is a float32 CPU tensor."""
     return (
-        getattr(spikes, _HANDLE, None) is not None
+        _handle_of(spikes) is not None
         and weight.device.type == "cpu"
         and weight.dtype == torch.float32
     )
@@ -732,5 +749,5 @@ def sparse_readout(spikes_in: torch.Tensor, weight: torch.Tensor, beta: float, m
             "sparse_readout needs spikes from a sparse-backward layer on the numba backend and "
             "a float32 CPU weight; use AccumulatorReadout, which falls back to a dense readout"
         )
-    upstream = getattr(spikes_in, _HANDLE)
+    upstream = _handle_of(spikes_in)
     return _SparseReadoutFunction.apply(spikes_in, weight, float(beta), mode, upstream)
