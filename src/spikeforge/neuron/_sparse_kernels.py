@@ -258,10 +258,10 @@ def sparse_backward(
     each entry), ``grad_weight_parts`` (``[P, I, O]``: one partial ``dW^T`` per thread, each
     zeroed here by its thread; the total is left in ``grad_weight_parts[0]``), ``grad_input``
     (zero-filled), ``up_values`` (zero-filled) and ``up_indices``, each empty when not asked
-    for. Per-thread scratch (``P`` threads, rows
-    :data:`THREAD_GAP` longer than used): ``row_buffers`` ``[P, O + gap]``, ``live_buffers``
-    ``[P, 2, O + gap]`` int32, ``end_buffers`` ``[P, T + 1, O]`` int32, ``end_counts``
-    ``[P, T + gap]`` int64. All are the caller's tensors, so that the memory is torch's.
+    for. Per-thread scratch (``P`` threads, rows :data:`THREAD_GAP` longer than used):
+    ``row_buffers`` ``[P, O + gap]``, ``live_buffers`` ``[P, 2, O + gap]`` int32, ``end_buffers``
+    ``[P, T + 1, O]`` int32, ``end_counts`` ``[P, T + gap]`` int64. All are the caller's tensors,
+    so that the memory is torch's.
 
     ``entries``: ``[4, n]`` rows ``ENTRY_STEP``, ``ENTRY_NEURON``, ``ENTRY_SUCCESSOR``,
     ``ENTRY_SPAN`` (see the module docstring), ``surrogate[e] = sigma'[e]``. Per batch item
