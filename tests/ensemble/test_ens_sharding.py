@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spikeforge.ensemble import dirichlet_shards, equal_shards, make_shards
+from spikeforge.ensemble import dirichlet_shards, equal_shards, make_shards, presentations
 
 LABELS = np.random.default_rng(0).integers(0, 10, 3000)
 
@@ -51,3 +51,19 @@ def test_errors_are_one_line():
         dirichlet_shards(LABELS, 2, 0.0, 0)
     with pytest.raises(ValueError, match="shard kind 'iid' is not valid"):
         make_shards("iid", LABELS, 2, 0)
+    with pytest.raises(ValueError, match="presentation kind 'all' is not valid"):
+        presentations([np.arange(3)], "all")
+
+
+def test_presentations_repeat_each_shard_up_to_the_largest():
+    shards = [np.array([2, 5, 7]), np.array([0, 1, 3, 4, 6, 8, 9]), np.array([10, 11])]
+    own = presentations(shards, "own-shard")
+    assert all(a is b for a, b in zip(own, shards, strict=True))
+    shown = presentations(shards, "largest-shard")
+    assert [len(s) for s in shown] == [7, 7, 7]
+    np.testing.assert_array_equal(shown[0], [2, 5, 7, 2, 5, 7, 2])  # its own images, in turn
+    np.testing.assert_array_equal(shown[1], shards[1])  # the largest shard is shown as it is
+    np.testing.assert_array_equal(shown[2], [10, 11, 10, 11, 10, 11, 10])
+    equal = equal_shards(30, 3, seed=0)  # equal shards: nothing changes
+    for a, b in zip(presentations(equal, "largest-shard"), equal, strict=True):
+        np.testing.assert_array_equal(a, b)

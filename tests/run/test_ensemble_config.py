@@ -47,6 +47,7 @@ def test_presets_train_on_30000_images_with_the_diehl_cook_300_settings(preset, 
 
 def test_config_errors_are_one_line():
     assert "ensemble.shards = 'iid' is not valid" in _error({"shards": "iid"})
+    assert "ensemble.presentations = 'all' is not valid" in _error({"presentations": "all"})
     assert "ensemble.remove = 'older' is not valid" in _error({"remove": "older"})
     assert "learning_rate_scale must be positive" in _error({"learning_rate_scale": 0.0})
     assert "ensemble.dirichlet_alpha must be positive" in _error({"dirichlet_alpha": 0.0})

@@ -18,12 +18,20 @@ from spikeforge.ensemble.compression import (
 )
 from spikeforge.ensemble.genetic import GeneticResult, SubsetAccuracy, genetic_search
 from spikeforge.ensemble.merge import concatenate_networks, select_neurons
-from spikeforge.ensemble.sharding import SHARD_KINDS, dirichlet_shards, equal_shards, make_shards
+from spikeforge.ensemble.sharding import (
+    PRESENTATION_KINDS,
+    SHARD_KINDS,
+    dirichlet_shards,
+    equal_shards,
+    make_shards,
+    presentations,
+)
 from spikeforge.ensemble.similarity import METRICS, pairwise_distance, upper_pairs
 from spikeforge.ensemble.tasks import EnsembleError, ProgressWriter, read_progress
 
 __all__ = [
     "METRICS",
+    "PRESENTATION_KINDS",
     "REMOVAL_RULES",
     "SHARD_KINDS",
     "Compression",
@@ -40,6 +48,7 @@ __all__ = [
     "kept_masks",
     "make_shards",
     "pairwise_distance",
+    "presentations",
     "read_progress",
     "removal_order",
     "removal_priority",

@@ -10,15 +10,29 @@ spike-timing-dependent-plasticity learning", step 1).
 
 Both use every sample exactly once, return each shard's indices in ascending order, and depend
 only on their arguments (the seed fixes every random draw).
+
+:func:`presentations` then gives each sub-model the images it is shown in an epoch: its shard
+(``"own-shard"``), or its shard repeated up to the largest shard's size (``"largest-shard"``). A
+Diehl & Cook neuron's adaptive threshold grows with every spike, so sub-models shown different
+numbers of images end with thresholds on different scales, and in the merged network the least
+trained then win the lateral inhibition on every input.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SHARD_KINDS", "equal_shards", "dirichlet_shards", "make_shards"]
+__all__ = [
+    "PRESENTATION_KINDS",
+    "SHARD_KINDS",
+    "dirichlet_shards",
+    "equal_shards",
+    "make_shards",
+    "presentations",
+]
 
 SHARD_KINDS = ("equal", "dirichlet")
+PRESENTATION_KINDS = ("largest-shard", "own-shard")
 
 
 def _check_counts(n_samples: int, n_shards: int) -> None:
@@ -89,3 +103,21 @@ def make_shards(
     if kind == "dirichlet":
         return dirichlet_shards(labels, n_shards, alpha, seed)
     raise ValueError(f"shard kind {kind!r} is not valid; choose one of: {', '.join(SHARD_KINDS)}")
+
+
+def presentations(shards: list[np.ndarray], kind: str) -> list[np.ndarray]:
+    """The images each sub-model is shown in one epoch (the trainer shuffles them).
+
+    ``"own-shard"``: its shard. ``"largest-shard"``: its shard repeated, in order, to the size of
+    the largest shard (``np.resize``), so that every sub-model is shown as many images and ends
+    with adaptive thresholds on the same scale; with shards of equal size nothing changes, and
+    with enough workers neither does the wall time (the largest shard sets it either way).
+    """
+    if kind == "own-shard":
+        return list(shards)
+    if kind == "largest-shard":
+        size = max(len(shard) for shard in shards)
+        return [np.resize(shard, size) for shard in shards]
+    raise ValueError(
+        f"presentation kind {kind!r} is not valid; choose one of: {', '.join(PRESENTATION_KINDS)}"
+    )

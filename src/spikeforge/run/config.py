@@ -195,6 +195,10 @@ class EnsembleConfig:
     learning_rate_scale: float = 1.0
     shards: str = "equal"  # equal (random, near-equal sizes) | dirichlet (class-skewed)
     dirichlet_alpha: float = 1.0  # concentration of the Dirichlet class split
+    # Images each sub-model is shown per epoch: largest-shard (its shard repeated up to the
+    # largest shard's size, so that shards of unequal size still give adaptive thresholds on one
+    # scale; no change for equal shards) | own-shard (its shard once)
+    presentations: str = "largest-shard"
     target_neurons: int = 300  # compress the merged network to this size; 0 = no compression
     metrics: list[str] = field(
         default_factory=lambda: ["mse", "manhattan", "cosine", "correlation"]
@@ -379,7 +383,7 @@ def _validate_conv_stdp(config: RunConfig) -> None:
 
 def _validate_ensemble(config: RunConfig) -> None:
     """Checks of ``[ensemble]``, run only when method is ``ensemble``."""
-    from spikeforge.ensemble import METRICS, REMOVAL_RULES, SHARD_KINDS
+    from spikeforge.ensemble import METRICS, PRESENTATION_KINDS, REMOVAL_RULES, SHARD_KINDS
 
     ens = config.ensemble
     if not ens.submodels or any(n < 1 for n in ens.submodels):
@@ -391,6 +395,7 @@ def _validate_ensemble(config: RunConfig) -> None:
             f"ensemble.learning_rate_scale must be positive; got {ens.learning_rate_scale}"
         )
     _one_of("ensemble.shards", ens.shards, SHARD_KINDS)
+    _one_of("ensemble.presentations", ens.presentations, PRESENTATION_KINDS)
     _one_of("ensemble.remove", ens.remove, REMOVAL_RULES)
     if not 0 < ens.dirichlet_alpha < float("inf"):
         raise ConfigError(f"ensemble.dirichlet_alpha must be positive; got {ens.dirichlet_alpha}")

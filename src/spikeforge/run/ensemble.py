@@ -4,13 +4,15 @@ spike-timing-dependent-plasticity learning".
 1. **Shards.** The training pool (the first ``data.limit`` training images, all when 0) is cut
    into one shard per sub-model (:mod:`spikeforge.ensemble.sharding`: equal or Dirichlet).
 2. **Sub-models**, in parallel as Ray tasks (:mod:`spikeforge.ensemble.distributed`): sub-model k
-   is the Diehl & Cook trainer (:func:`spikeforge.run.diehl_cook.train_diehl_cook`) on shard k,
-   with ``ensemble.submodels[k]`` neurons, its STDP rates ``nu_pre``, ``nu_post`` multiplied by
-   ``ensemble.learning_rate_scale``, seed ``seed + 1000 (k + 1)``, one thread, writing its
-   own run directory ``DIR/submodels/k/`` with atomic checkpoints every
-   ``diehl_cook.log_every`` images. A task whose worker dies is retried and resumes from its last
-   checkpoint (exactly: the result equals an uninterrupted run); a finished sub-model is not
-   trained again by ``--resume``. If a sub-model fails for good the run stops with one line.
+   is the Diehl & Cook trainer (:func:`spikeforge.run.diehl_cook.train_diehl_cook`) on shard k
+   (repeated up to the largest shard's size with ``ensemble.presentations = "largest-shard"``,
+   :func:`spikeforge.ensemble.sharding.presentations`), with ``ensemble.submodels[k]`` neurons,
+   its STDP rates ``nu_pre``, ``nu_post`` multiplied by ``ensemble.learning_rate_scale``, seed
+   ``seed + 1000 (k + 1)``, one thread, writing its own run directory ``DIR/submodels/k/`` with
+   atomic checkpoints every ``diehl_cook.log_every`` images. A task whose worker dies is retried
+   and resumes from its last checkpoint (exactly: the result equals an uninterrupted run); a
+   finished sub-model is not trained again by ``--resume``. If a sub-model fails for good the run
+   stops with one line.
 3. **Merge.** The sub-models are read from their checkpoints and concatenated
    (:func:`spikeforge.ensemble.concatenate_networks`; timed as ``concatenate_seconds``).
 4. **Compress** to ``ensemble.target_neurons`` by greedy pairwise pruning for each of
@@ -74,7 +76,7 @@ from spikeforge.ensemble import (
     removal_priority,
     select_neurons,
 )
-from spikeforge.ensemble.sharding import make_shards
+from spikeforge.ensemble.sharding import make_shards, presentations
 from spikeforge.run.checkpoint import (
     WEIGHTS_NAME,
     atomic_write_text,
@@ -466,11 +468,17 @@ def _train_submodels(
     from spikeforge.ensemble.distributed import Job, run_tasks
 
     jobs = []
-    for k, shard in enumerate(shards):
+    shown = presentations(shards, config.ensemble.presentations)
+    for k, images in enumerate(shown):
         directory = out / "submodels" / str(k)
-        args = (submodel_config(config, k), str(directory), shard, _kill_hook(k))
+        args = (submodel_config(config, k), str(directory), images, _kill_hook(k))
         jobs.append(Job(f"sub-model {k}", train_submodel_task, args, directory / "progress.json"))
-    log(f"training {len(jobs)} sub-models of {config.ensemble.submodels} neurons on Ray")
+    sizes = [len(shard) for shard in shards]
+    log(
+        f"training {len(jobs)} sub-models of {config.ensemble.submodels} neurons on Ray: shards of "
+        f"{sizes} images, each shown {[len(images) for images in shown]} per epoch "
+        f"(ensemble.presentations = {config.ensemble.presentations!r})"
+    )
     started = time.perf_counter()
     summaries = run_tasks(
         jobs, max_retries=config.ensemble.max_retries, show_progress=config.train.progress
@@ -716,6 +724,7 @@ def train_ensemble(
         "remove": ens.remove,
         "shards": ens.shards,
         "dirichlet_alpha": ens.dirichlet_alpha if ens.shards == "dirichlet" else None,
+        "presentations": ens.presentations,
         "pool_images": data.pool,
         "validation_images": data.validation,
         "submodels_wall_seconds": submodels_wall,
