@@ -233,3 +233,20 @@ def test_errors_raise_ensemble_error_not_a_partial_model(tmp_path):
     with pytest.raises(EnsembleError, match=r"sub-model 0 failed: IndexError: ") as info:
         run_tasks([job], show_progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_class_skewed_shards_each_shown_as_many_images_as_the_largest(tmp_path):
+    """Dirichlet shards of unequal size with ``presentations = "largest-shard"``: every
+    sub-model is trained on as many images as the largest shard holds, drawn from its own shard;
+    the report records the setting."""
+    skewed = {"shards": "dirichlet", "dirichlet_alpha": 0.5, "presentations": "largest-shard"}
+    raw = {**QUICK, "ensemble": {**QUICK["ensemble"], **skewed}}
+    config_path = tmp_path / "skewed.toml"
+    config_path.write_text(tomli_w.dumps(raw))
+    out = tmp_path / "run"
+    assert cli.main(["train", str(config_path), "--out", str(out)]) == 0
+    report = json.loads((out / "ensemble.json").read_text())
+    sizes = [record["shard_images"] for record in report["submodels"]]
+    assert report["presentations"] == "largest-shard" and sizes[0] != sizes[1]
+    assert sum(sizes) == 400
+    assert [record["train_samples"] for record in report["submodels"]] == [max(sizes)] * 2

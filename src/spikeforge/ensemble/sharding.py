@@ -13,9 +13,10 @@ only on their arguments (the seed fixes every random draw).
 
 :func:`presentations` then gives each sub-model the images it is shown in an epoch: its shard
 (``"own-shard"``), or its shard repeated up to the largest shard's size (``"largest-shard"``). A
-Diehl & Cook neuron's adaptive threshold grows with every spike, so sub-models shown different
-numbers of images end with thresholds on different scales, and in the merged network the least
-trained then win the lateral inhibition on every input.
+Diehl & Cook neuron's adaptive threshold grows with every spike, so sub-models shown very
+different numbers of images end with thresholds on different scales, and in the merged network
+the least trained can then win the lateral inhibition on every input (measured in README:
+class-skewed shards).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 SHARD_KINDS = ("equal", "dirichlet")
-PRESENTATION_KINDS = ("largest-shard", "own-shard")
+PRESENTATION_KINDS = ("own-shard", "largest-shard")
 
 
 def _check_counts(n_samples: int, n_shards: int) -> None:
