@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 SHARD_KINDS = ("equal", "dirichlet")
-PRESENTATION_KINDS = ("own-shard", "largest-shard")
+PRESENTATION_KINDS = ("largest-shard", "own-shard")
 
 
 def _check_counts(n_samples: int, n_shards: int) -> None:

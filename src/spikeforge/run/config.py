@@ -195,11 +195,11 @@ class EnsembleConfig:
     learning_rate_scale: float = 1.0
     shards: str = "equal"  # equal (random, near-equal sizes) | dirichlet (class-skewed)
     dirichlet_alpha: float = 1.0  # concentration of the Dirichlet class split
-    # Images each sub-model is shown per epoch: own-shard (its shard once, the paper's method) |
-    # largest-shard (its shard repeated up to the largest shard's size, so that its adaptive
-    # thresholds end on the scale of the others'; no change for equal shards). See README:
+    # Images each sub-model is shown per epoch: largest-shard (its shard repeated up to the
+    # largest shard's size, so that its adaptive thresholds end on the scale of the others'; no
+    # change for equal shards) | own-shard (its shard once, as the paper). See README:
     # class-skewed shards
-    presentations: str = "own-shard"
+    presentations: str = "largest-shard"
     target_neurons: int = 300  # compress the merged network to this size; 0 = no compression
     metrics: list[str] = field(
         default_factory=lambda: ["mse", "manhattan", "cosine", "correlation"]
