@@ -271,7 +271,10 @@ def test_forward_scan_gives_the_same_entries_with_or_without_a_second_scan(monke
         assert torch.equal(a, b)
     masked = spiking_linear_masked_reference(x, w, 0.9, 1.0, "inverse-square", None, 0.5)
     (grad_ref,) = torch.autograd.grad((masked * g).sum(), [w])
-    torch.testing.assert_close(grad_a, grad_ref, rtol=1e-4, atol=1e-6)
+    # The oracle sums each step's current by a matmul, the kernel spike by spike: in float32 the
+    # membranes differ in the last bits, and the steep surrogate amplifies that (on an AMD EPYC,
+    # both gradients differ from a float64 oracle by up to 4e-4, and from each other by 7e-5).
+    torch.testing.assert_close(grad_a, grad_ref, rtol=1e-3, atol=1e-4)
 
 
 def test_backward_releases_the_entries_and_a_retained_graph_still_gives_the_same_gradients():

@@ -78,6 +78,10 @@ def pairwise_distance(weights: np.ndarray | torch.Tensor, metric: str) -> np.nda
             vectors = vectors - vectors.mean(dim=1, keepdim=True)
         unit = _unit_rows(vectors)
         distance = 1.0 - unit @ unit.T
+    # A BLAS product X X^T need not be exactly symmetric (it is not with OpenBLAS on some CPUs,
+    # off by an ulp): averaging with the transpose makes D_ij == D_ji bit for bit, so the pair
+    # ordering cannot depend on which triangle is read.
+    distance = (distance + distance.T).mul_(0.5)
     distance.fill_diagonal_(0.0)
     return distance.numpy()
 
