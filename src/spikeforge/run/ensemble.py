@@ -54,6 +54,7 @@ import os
 import platform
 import signal
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -624,6 +625,23 @@ def _submodel_record(
     }
 
 
+def _check_presentations_recorded(
+    saved_config: Path, config: RunConfig, shards: list[np.ndarray]
+) -> None:
+    """A run directory written before ``ensemble.presentations`` existed has no such key in its
+    ``config.toml``, and its sub-models were shown their own shards ("own-shard"). Reading it
+    fills in today's default, "largest-shard": with shards of unequal size a resume would then
+    show the sub-models other images than their first attempts saw. Stop with the fix instead
+    (equal shards: both kinds are the same, nothing to check)."""
+    recorded = tomllib.loads(saved_config.read_text()).get("ensemble", {})
+    unequal = len({len(shard) for shard in shards}) > 1
+    if "presentations" not in recorded and config.ensemble.presentations != "own-shard" and unequal:
+        raise ConfigError(
+            f"cannot resume: {saved_config} predates ensemble.presentations, so its sub-models "
+            "were shown their own shards; resume with --set ensemble.presentations=own-shard"
+        )
+
+
 def train_ensemble(
     config: RunConfig, out: Path, resume: bool = False, log: Any = print
 ) -> dict[str, Any]:
@@ -642,6 +660,8 @@ def train_ensemble(
     shards = make_shards(
         ens.shards, data.pool_labels(), len(ens.submodels), config.seed, ens.dirichlet_alpha
     )
+    if resume:
+        _check_presentations_recorded(out / "config.toml", config, shards)
     save_config(config, out / "config.toml")
     if not resume:
         (out / "metrics.jsonl").write_text("")
