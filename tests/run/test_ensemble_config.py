@@ -192,3 +192,44 @@ def test_cli_address_flag_sets_the_ray_cluster(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1
     assert "with ensemble.address the cluster decides" in err[0]
+
+
+def test_resuming_a_run_made_before_presentations_existed_keeps_its_sub_models_on_their_shards(
+    tmp_path, capsys
+):
+    """A run directory whose config.toml has no ``ensemble.presentations`` (written before the
+    option) showed its sub-models their own shards: resuming it under the new default with
+    unequal shards stops with the fix; with equal shards, or own-shard, there is nothing to stop."""
+    import tomli_w
+    import torch
+
+    from spikeforge import cli
+    from spikeforge.run.checkpoint import save_checkpoint
+    from spikeforge.run.config import config_to_dict
+
+    raw = {
+        "method": "ensemble",
+        "data": {"name": "digits", "limit": 400, "test_limit": 40},
+        "train": {"progress": False},
+        "ensemble": {"submodels": [10, 10], "target_neurons": 12, "shards": "dirichlet"},
+    }
+    saved = config_to_dict(config_from_dict(raw))
+    del saved["ensemble"]["presentations"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(tomli_w.dumps(saved))
+    save_checkpoint(run, {"submodels": torch.tensor([10, 10])}, {"stage": "submodels"})
+    code = cli.main(["train", str(run / "config.toml"), "--out", str(run), "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "\n" not in err
+    assert "predates ensemble.presentations" in err
+    assert "--set ensemble.presentations=own-shard" in err
+
+    check = trainer._check_presentations_recorded
+    unequal, equal = [np.arange(3), np.arange(5)], [np.arange(4), np.arange(4)]
+    largest = config_from_dict(raw)
+    own = config_from_dict({**raw, "ensemble": {**raw["ensemble"], "presentations": "own-shard"}})
+    check(run / "config.toml", own, unequal)  # what the run did: nothing to stop
+    check(run / "config.toml", largest, equal)  # equal shards: both kinds are the same
+    (run / "config.toml").write_text(tomli_w.dumps(config_to_dict(largest)))
+    check(run / "config.toml", largest, unequal)  # recorded: the usual resume check applies

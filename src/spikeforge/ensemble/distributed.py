@@ -6,7 +6,6 @@ see :mod:`spikeforge.run.ensemble`); sharding, merging and compression never tou
 - :func:`ray_session`: use a running Ray, else start a local one (``num_cpus = workers``, all
   cores when 0; no dashboard) or connect to a cluster at ``address``; shut down only what it
   started.
-- :func:`warm_workers`: have idle workers import modules ahead of the tasks that need them.
 - :func:`run_tasks`: one Ray task per job, each using one CPU, retried up to ``max_retries``
   times when its worker process dies (a crash, an OOM kill, a lost node); a Python exception
   inside a task is not retried (it would happen again). Progress of every task is drawn as a tqdm
@@ -16,7 +15,6 @@ see :mod:`spikeforge.run.ensemble`); sharding, merging and compression never tou
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +34,7 @@ except ImportError as err:  # pragma: no cover - depends on the installation
         "method 'ensemble' needs Ray: pip install 'spikeforge[distributed]' (ray==2.60.0)"
     ) from err
 
-__all__ = ["Job", "ray_session", "run_tasks", "warm_workers"]
+__all__ = ["Job", "ray_session", "run_tasks"]
 
 
 @dataclass(frozen=True)
@@ -72,28 +70,6 @@ def ray_session(workers: int = 0, address: str = "") -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
-
-
-def _import_modules(modules: tuple[str, ...]) -> int:
-    """Import ``modules`` in this worker process; return its pid."""
-    for name in modules:
-        importlib.import_module(name)
-    return os.getpid()
-
-
-def warm_workers(modules: Sequence[str], count: int) -> list[Any]:
-    """Have up to ``count`` workers (no more than Ray's CPUs) import ``modules`` now, as one-CPU
-    tasks that nothing waits for; return their refs (each gives the worker's pid).
-
-    Ray keeps a worker process for the next task, but a process's first task pays for the
-    imports its function needs: 2.4 s for ``spikeforge.run.ensemble`` (torch, Numba) on our
-    2-core machine. Submitted before the caller's own set-up (loading the data), the imports
-    run beside it instead of delaying the tasks that follow; a task submitted while a warm-up
-    still runs waits for a free CPU, as it would have imported anyway.
-    """
-    cpus = int(ray.available_resources().get("CPU", 0))
-    remote = ray.remote(num_cpus=1)(_import_modules)
-    return [remote.remote(tuple(modules)) for _ in range(max(0, min(count, cpus)))]
 
 
 def _failure(job: Job, err: Exception, max_retries: int) -> EnsembleError:

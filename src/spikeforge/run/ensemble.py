@@ -656,21 +656,19 @@ def train_ensemble(
         _check_resumable(load_config(out / "config.toml"), config, _RESUME_MAY_CHANGE)
     _set_threads(config.train.threads)
     ens = config.ensemble
-    with distributed.ray_session(ens.workers, ens.address):
-        # the workers import the trainer while this process loads the data (see warm_workers)
-        distributed.warm_workers([train_submodel_task.__module__], len(ens.submodels))
-        data = _load(config)
-        shards = make_shards(
-            ens.shards, data.pool_labels(), len(ens.submodels), config.seed, ens.dirichlet_alpha
-        )
-        if resume:
-            _check_presentations_recorded(out / "config.toml", config, shards)
-        save_config(config, out / "config.toml")
-        if not resume:
-            (out / "metrics.jsonl").write_text("")
-            meta = {"stage": "submodels", "complete": False}
-            save_checkpoint(out, {"submodels": torch.tensor(ens.submodels)}, meta)
+    data = _load(config)
+    shards = make_shards(
+        ens.shards, data.pool_labels(), len(ens.submodels), config.seed, ens.dirichlet_alpha
+    )
+    if resume:
+        _check_presentations_recorded(out / "config.toml", config, shards)
+    save_config(config, out / "config.toml")
+    if not resume:
+        (out / "metrics.jsonl").write_text("")
+        meta = {"stage": "submodels", "complete": False}
+        save_checkpoint(out, {"submodels": torch.tensor(ens.submodels)}, meta)
 
+    with distributed.ray_session(ens.workers, ens.address):
         summaries, submodels_wall = _train_submodels(config, out, shards, log)
         _append_metrics(out, {"stage": "submodels", "wall_seconds": submodels_wall})
 
